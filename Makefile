@@ -1,0 +1,55 @@
+# Makefile of github.com/cqrs-ddd/watermill-observability.
+#
+#   make test        start/check Redis and PostgreSQL, go vet, go test -race (what CI runs)
+#   make services    only start/check the test services (scripts/test-services.sh)
+#   make demo        run examples/quickstart (needs no server)
+#   make bench       benchmarks:  make bench BENCH=Hook PKG=./hooks
+#   make lint        gofmt check, go vet, staticcheck
+#   make fuzz-short  each fuzz target of FUZZ_TARGETS for FUZZTIME
+#
+# The services script and internal/testsvc read REDIS_ADDR and POSTGRES_DSN.
+
+GO ?= go
+# Extra flags for go test in `make test`, e.g. GOTESTFLAGS=-v or GOTESTFLAGS="-run TestX".
+GOTESTFLAGS ?=
+# Per test binary; keeps `make test` well under 15 minutes even if a test hangs.
+TEST_TIMEOUT ?= 10m
+BENCH ?= .
+PKG ?= ./...
+STATICCHECK_VERSION ?= v0.8.2
+FUZZTIME ?= 20s
+# package:FuzzName pairs, separated by spaces.
+FUZZ_TARGETS ?= ./hooks:FuzzMatch
+
+.PHONY: test services demo bench lint fuzz-short
+
+test:
+	bash scripts/test-services.sh
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) ./...
+
+services:
+	bash scripts/test-services.sh
+
+demo:
+	$(GO) run ./examples/quickstart
+
+bench:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(PKG)
+
+lint:
+	@unformatted="$$(gofmt -l .)" || { echo "gofmt failed" >&2; exit 1; }; \
+	if [ -n "$$unformatted" ]; then \
+		echo "gofmt: these files are not formatted (run gofmt -w on them):"; \
+		echo "$$unformatted"; \
+		exit 1; \
+	fi
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+fuzz-short:
+	@set -e; for target in $(FUZZ_TARGETS); do \
+		pkg=$${target%%:*}; name=$${target#*:}; \
+		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
+		$(GO) test "$$pkg" -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
+	done

@@ -1,0 +1,77 @@
+package hooks
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+)
+
+// NewCorrelationID returns a random (version 4) UUID in its canonical
+// 36-character form.
+func NewCorrelationID() string {
+	var u [16]byte
+	_, _ = rand.Read(u[:])  // never fails since Go 1.24
+	u[6] = u[6]&0x0f | 0x40 // version 4
+	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
+	var s [36]byte
+	hex.Encode(s[0:8], u[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], u[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], u[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], u[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:], u[10:])
+	return string(s[:])
+}
+
+// WithCorrelationID returns a context carrying the correlation ID: the ID
+// shared by every message and operation of one conversation (one request,
+// one order, ...).
+func WithCorrelationID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, correlationKey, id)
+}
+
+// CorrelationID returns the correlation ID carried by ctx, or "".
+func CorrelationID(ctx context.Context) string {
+	id, _ := ctx.Value(correlationKey).(string)
+	return id
+}
+
+// WithCausationID returns a context carrying the causation ID: the ID of the
+// message whose handling caused the current work.
+func WithCausationID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, causationKey, id)
+}
+
+// CausationID returns the causation ID carried by ctx, or "".
+func CausationID(ctx context.Context) string {
+	id, _ := ctx.Value(causationKey).(string)
+	return id
+}
+
+// Vars is a snapshot of the correlation values of a context, for handing them
+// to work that starts from another context, such as a new goroutine with
+// context.Background().
+type Vars struct {
+	CorrelationID string
+	CausationID   string
+}
+
+// Snapshot captures the correlation and causation IDs carried by ctx.
+func Snapshot(ctx context.Context) Vars {
+	return Vars{CorrelationID: CorrelationID(ctx), CausationID: CausationID(ctx)}
+}
+
+// Restore returns a context carrying the IDs of v. Empty IDs are left as ctx
+// has them.
+func Restore(ctx context.Context, v Vars) context.Context {
+	if v.CorrelationID != "" {
+		ctx = WithCorrelationID(ctx, v.CorrelationID)
+	}
+	if v.CausationID != "" {
+		ctx = WithCausationID(ctx, v.CausationID)
+	}
+	return ctx
+}
