@@ -1,0 +1,19 @@
+package watermillobs
+
+import "github.com/ThreeDotsLabs/watermill/message"
+
+// A Backend is an observability backend that lives in its own package
+// (promobs, sentryobs) so that programs which do not use it do not link its
+// dependencies. [Instrument] installs its router middleware after the
+// tracing middleware, so the backend sees the message's span.
+type Backend interface {
+	HandlerMiddleware() message.HandlerMiddleware
+}
+
+// A PublisherBackend is a [Backend] that also observes publishing.
+// [Instrument] adds its decorator to the router's publisher, inside the
+// tracing decorator.
+type PublisherBackend interface {
+	Backend
+	PublisherDecorator() message.PublisherDecorator
+}

@@ -1,0 +1,152 @@
+package watermillobs_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/components/metrics"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs/promobs"
+)
+
+// The router benchmarks share one harness: a gochannel router with one
+// no-op consumer handler; each op publishes one message that carries the
+// metadata an instrumented producer writes (traceparent, correlation ID,
+// type, kind, published_at) and waits until all are handled. Variants differ
+// only in what setup installs on the router. Spans go to an always-sampling
+// SDK provider with a processor that drops them, so span creation is paid
+// in full but nothing is exported.
+func benchmarkRouter(b *testing.B, setup func(b *testing.B, r *message.Router)) {
+	pubSub := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024}, watermill.NopLogger{})
+	router, err := message.NewRouter(message.RouterConfig{}, watermill.NopLogger{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	setup(b, router)
+	var wg sync.WaitGroup
+	router.AddConsumerHandler("bench_handler", "bench", pubSub, func(*message.Message) error {
+		wg.Done()
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = router.Run(ctx) }()
+	<-router.Running()
+
+	md := message.Metadata{
+		watermillobs.TraceparentKey:   "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+		watermillobs.CorrelationIDKey: hooks.NewCorrelationID(),
+		watermillobs.NameKey:          "OrderPlaced",
+		watermillobs.MessageKindKey:   watermillobs.KindEvent,
+		watermillobs.PublishedAtKey:   time.Now().UTC().Format(time.RFC3339Nano),
+	}
+	payload := []byte(`{"order_id":"o-1","amount":42}`)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		msg := message.NewMessage(strconv.Itoa(i), payload)
+		for k, v := range md {
+			msg.Metadata[k] = v
+		}
+		wg.Add(1)
+		if err := pubSub.Publish("bench", msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	wg.Wait()
+	b.StopTimer()
+	_ = router.Close()
+}
+
+type dropSpans struct{}
+
+func (dropSpans) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+func (dropSpans) OnEnd(sdktrace.ReadOnlySpan)                     {}
+func (dropSpans) Shutdown(context.Context) error                  { return nil }
+func (dropSpans) ForceFlush(context.Context) error                { return nil }
+
+func benchTracerProvider(b *testing.B) *sdktrace.TracerProvider {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithSpanProcessor(dropSpans{}))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	return tp
+}
+
+// minimalSpan is what the existing Watermill tracing packages amount to:
+// one span per message, no propagation, no attributes, no status.
+func minimalSpan(tp *sdktrace.TracerProvider) message.HandlerMiddleware {
+	tracer := tp.Tracer("minimal")
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			ctx, span := tracer.Start(msg.Context(), "process")
+			defer span.End()
+			msg.SetContext(ctx)
+			return h(msg)
+		}
+	}
+}
+
+func BenchmarkRouter(b *testing.B) {
+	b.Run("bare", func(b *testing.B) {
+		benchmarkRouter(b, func(*testing.B, *message.Router) {})
+	})
+	b.Run("watermill_metrics", func(b *testing.B) {
+		benchmarkRouter(b, func(b *testing.B, r *message.Router) {
+			metrics.NewPrometheusMetricsBuilder(prometheus.NewRegistry(), "", "").AddPrometheusRouterMetrics(r)
+		})
+	})
+	b.Run("promobs", func(b *testing.B) {
+		benchmarkRouter(b, func(b *testing.B, r *message.Router) {
+			m, err := promobs.New(prometheus.NewRegistry())
+			if err != nil {
+				b.Fatal(err)
+			}
+			r.AddMiddleware(m.HandlerMiddleware())
+			r.AddPublisherDecorators(m.PublisherDecorator())
+		})
+	})
+	b.Run("minimal_span", func(b *testing.B) {
+		benchmarkRouter(b, func(b *testing.B, r *message.Router) {
+			r.AddMiddleware(minimalSpan(benchTracerProvider(b)))
+		})
+	})
+	b.Run("tracing", func(b *testing.B) {
+		benchmarkRouter(b, func(b *testing.B, r *message.Router) {
+			r.AddMiddleware(watermillobs.Tracing(watermillobs.WithTracerProvider(benchTracerProvider(b)), watermillobs.WithPropagators(w3c)))
+		})
+	})
+	b.Run("consume_hooks_unobserved", func(b *testing.B) {
+		benchmarkRouter(b, func(b *testing.B, r *message.Router) {
+			r.AddMiddleware(watermillobs.ConsumeHooks(watermillobs.WithRegistry(hooks.NewRegistry())))
+		})
+	})
+	b.Run("full_set", func(b *testing.B) {
+		benchmarkRouter(b, func(b *testing.B, r *message.Router) {
+			m, err := promobs.New(prometheus.NewRegistry())
+			if err != nil {
+				b.Fatal(err)
+			}
+			err = watermillobs.Instrument(r,
+				watermillobs.WithTracerProvider(benchTracerProvider(b)),
+				watermillobs.WithPropagators(w3c),
+				watermillobs.WithLogger(slog.New(slog.NewJSONHandler(io.Discard, nil))),
+				watermillobs.WithRegistry(hooks.NewRegistry()),
+				watermillobs.WithBackends(m),
+			)
+			if err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+}

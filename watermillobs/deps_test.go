@@ -1,0 +1,48 @@
+package watermillobs_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// A program that imports only watermillobs must not link the Prometheus or
+// Sentry clients: they live in promobs and sentryobs.
+func TestDependencies_backends_stay_optional(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to list dependencies: %v", err)
+	}
+	deps := func(pkg string) string {
+		out, err := exec.Command(goTool, "list", "-deps", pkg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v\n%s", pkg, err, out)
+		}
+		return string(out)
+	}
+	forbidden := []string{"github.com/prometheus/client_golang", "github.com/getsentry/sentry-go"}
+
+	core := deps("github.com/cqrs-ddd/watermill-observability/watermillobs")
+	for _, f := range forbidden {
+		if strings.Contains(core, f) {
+			t.Errorf("watermillobs links %s", f)
+		}
+	}
+	// The check itself works: the backends do link them.
+	backends := deps("github.com/cqrs-ddd/watermill-observability/watermillobs/promobs") +
+		deps("github.com/cqrs-ddd/watermill-observability/watermillobs/sentryobs")
+	for _, f := range forbidden {
+		if !strings.Contains(backends, f) {
+			t.Errorf("go list found no %s even in its backend package", f)
+		}
+	}
+	for _, dep := range strings.Fields(deps("github.com/cqrs-ddd/watermill-observability/hooks")) {
+		first, _, _ := strings.Cut(dep, "/")
+		if strings.Contains(first, ".") && dep != "github.com/cqrs-ddd/watermill-observability/hooks" {
+			t.Errorf("hooks imports %s; it must stay standard library only", dep)
+		}
+	}
+}

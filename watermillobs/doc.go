@@ -1,0 +1,61 @@
+// Package watermillobs makes Watermill routers and publishers observable:
+// OpenTelemetry spans that continue across brokers, correlation and
+// causation IDs in message metadata, JSON logs through log/slog, sanitized
+// payload tracing, and hook operations for the [hooks] registry.
+//
+// It depends only on the OpenTelemetry API, Watermill and the standard
+// library. Prometheus metrics live in watermillobs/promobs and Sentry
+// capture in watermillobs/sentryobs, so a program that does not use them
+// does not link them; pass them to [Instrument] with [WithBackends].
+//
+// # Instrumenting a router
+//
+// One call installs the recommended middlewares and publisher decorators:
+//
+//	router, _ := message.NewRouter(message.RouterConfig{}, logger)
+//	metrics, _ := promobs.New(prometheus.DefaultRegisterer)
+//	if err := watermillobs.Instrument(router,
+//		watermillobs.WithBackends(metrics, sentryobs.New()),
+//	); err != nil {
+//		return err
+//	}
+//
+// Publishers used outside the router (HTTP handlers, handlers that publish
+// through their own publisher) are wrapped with [NewPublisher]:
+//
+//	pub := watermillobs.NewPublisher(redisPublisher)
+//	msg.SetContext(ctx) // the request's context: its span and correlation ID
+//	err := pub.Publish("orders", msg)
+//
+// # The metadata contract
+//
+// Every message published through an instrumented path carries
+// correlation_id, causation_id, the W3C traceparent/tracestate/baggage,
+// and published_at (see the Key constants). Values already present are
+// never overwritten, so a user can set any of them. Metadata is untrusted
+// input: malformed or oversized values are ignored or bounded, never fail a
+// message, and never reach a span attribute, log field or label unbounded.
+//
+// # Spans
+//
+// The publisher starts a "send {topic}" PRODUCER span per message and writes
+// its context into the metadata; [Tracing] starts a "process {topic}"
+// CONSUMER span as its child in the consuming process, with the messaging
+// semantic-convention attributes. Handlers see the span in msg.Context(),
+// and messages they return or publish with that context continue it.
+// [WithLinkOnly] and [WithLinkAfter] start a new trace with a span link
+// instead, for delayed or long-queued messages.
+//
+// [InstallFrameworkHooks] turns hook operations (publisher.publish.*,
+// consumer.consume.*, saga.run.*, ...) into spans, with a production profile
+// of operation patterns by default.
+//
+// # Configuration
+//
+// Every constructor takes [Option] values. TracerProvider and propagator
+// default to the OpenTelemetry globals (otel.GetTracerProvider,
+// otel.GetTextMapPropagator), resolved when the middleware is built; with no
+// SDK configured, everything is a cheap no-op. The logger defaults to
+// slog.Default and the hook registry to the one in the message context (or
+// hooks.Default).
+package watermillobs

@@ -1,0 +1,54 @@
+package watermillobs
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+
+	"go.opentelemetry.io/otel/trace"
+)
+
+// TraceID returns the hex trace ID of the span in ctx, or "" if ctx has no
+// valid span context.
+func TraceID(ctx context.Context) string {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.HasTraceID() {
+		return ""
+	}
+	return sc.TraceID().String()
+}
+
+// SpanID returns the hex ID of the span in ctx, or "" if ctx has no valid
+// span context.
+func SpanID(ctx context.Context) string {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.HasSpanID() {
+		return ""
+	}
+	return sc.SpanID().String()
+}
+
+type fieldsKey struct{}
+
+// WithFields returns a context carrying extra fields (tenant, order ID, ...)
+// in addition to those ctx already carries. The log handler of
+// [NewLogHandler] adds them to every record logged with the context, and
+// spans started by this package with the context get them as attributes.
+// Keep them few and small: they are copied into every record and span.
+func WithFields(ctx context.Context, attrs ...slog.Attr) context.Context {
+	if len(attrs) == 0 {
+		return ctx
+	}
+	prev := Fields(ctx)
+	merged := make([]slog.Attr, 0, len(prev)+len(attrs))
+	merged = append(merged, prev...)
+	merged = append(merged, attrs...)
+	return context.WithValue(ctx, fieldsKey{}, merged)
+}
+
+// Fields returns the fields added to ctx with [WithFields], oldest first.
+// The slice must not be modified.
+func Fields(ctx context.Context) []slog.Attr {
+	f, _ := ctx.Value(fieldsKey{}).([]slog.Attr)
+	return slices.Clip(f)
+}

@@ -1,0 +1,189 @@
+package watermillobs
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/cqrs-ddd/watermill-observability/hooks"
+)
+
+// config holds the resolved options. Constructors resolve it once and copy
+// what they need; nothing reads options per message.
+type config struct {
+	TracerProvider trace.TracerProvider
+	Propagators    propagation.TextMapPropagator
+	Logger         *slog.Logger
+	// Registry is nil when the registry should come from each message's
+	// context (hooks.FromContext).
+	Registry *hooks.Registry
+
+	// Tracing.
+	LinkOnly        bool
+	LinkAfter       time.Duration
+	MessagingSystem string
+	ConsumerGroup   string
+
+	// Instrument.
+	Backends []Backend
+	Payload  *PayloadTracing
+
+	// InstallFrameworkHooks.
+	Operations []string
+	Priority   int
+	Disabled   bool
+}
+
+func newConfig(opts []Option) config {
+	c := config{
+		TracerProvider: otel.GetTracerProvider(),
+		Propagators:    otel.GetTextMapPropagator(),
+	}
+	for _, o := range opts {
+		if o != nil {
+			o.apply(&c)
+		}
+	}
+	return c
+}
+
+func (c *config) tracer() trace.Tracer {
+	return c.TracerProvider.Tracer(ScopeName, trace.WithInstrumentationVersion(Version))
+}
+
+func (c *config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default()
+}
+
+// registryOr returns r, or the registry ctx carries when r is nil (no
+// WithRegistry option).
+func registryOr(r *hooks.Registry, ctx context.Context) *hooks.Registry {
+	if r != nil {
+		return r
+	}
+	return hooks.FromContext(ctx)
+}
+
+// An Option configures the middlewares, decorators and hooks of this
+// package.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// WithTracerProvider sets the provider of the tracers. A nil provider is
+// ignored. If not set, the global provider (otel.GetTracerProvider) is used.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(c *config) {
+		if tp != nil {
+			c.TracerProvider = tp
+		}
+	})
+}
+
+// WithPropagators sets the propagator that writes and reads trace context
+// and baggage in message metadata. A nil propagator is ignored. If not set,
+// the global propagator (otel.GetTextMapPropagator) is used; configure it
+// with propagation.TraceContext and propagation.Baggage for W3C headers.
+func WithPropagators(p propagation.TextMapPropagator) Option {
+	return optionFunc(func(c *config) {
+		if p != nil {
+			c.Propagators = p
+		}
+	})
+}
+
+// WithLogger sets the logger for log records and for the package's own
+// diagnostics. A nil logger is ignored. If not set, slog.Default is used.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) {
+		if l != nil {
+			c.Logger = l
+		}
+	})
+}
+
+// WithRegistry sets the hook registry that operations are run through. A nil
+// registry is ignored. If not set, the registry carried by the message's
+// context is used, else hooks.Default.
+func WithRegistry(r *hooks.Registry) Option {
+	return optionFunc(func(c *config) {
+		if r != nil {
+			c.Registry = r
+		}
+	})
+}
+
+// WithLinkOnly makes consumer spans start a new trace that links to the
+// producer's span instead of continuing the producer's trace as a child.
+// If not set, consumer spans are children of the producer's span.
+func WithLinkOnly() Option {
+	return optionFunc(func(c *config) { c.LinkOnly = true })
+}
+
+// WithLinkAfter makes consumer spans of messages published more than age ago
+// (per their published_at metadata) start a new trace with a link to the
+// producer, so that delayed, outbox-forwarded or long-queued messages do not
+// stretch the producer's trace over hours. Zero or negative disables it,
+// which is the default.
+func WithLinkAfter(age time.Duration) Option {
+	return optionFunc(func(c *config) { c.LinkAfter = age })
+}
+
+// WithMessagingSystem sets the messaging.system span attribute, e.g. "redis"
+// or "kafka". If not set, it is derived from the router's publisher or
+// subscriber type when possible, else "watermill".
+func WithMessagingSystem(system string) Option {
+	return optionFunc(func(c *config) { c.MessagingSystem = system })
+}
+
+// WithConsumerGroup sets the messaging.consumer.group.name span attribute of
+// consumer spans. If not set, the attribute is omitted.
+func WithConsumerGroup(group string) Option {
+	return optionFunc(func(c *config) { c.ConsumerGroup = group })
+}
+
+// WithBackends adds observability backends from other packages, such as
+// promobs and sentryobs, to [Instrument]. Nil backends are ignored.
+func WithBackends(backends ...Backend) Option {
+	return optionFunc(func(c *config) {
+		for _, b := range backends {
+			if b != nil {
+				c.Backends = append(c.Backends, b)
+			}
+		}
+	})
+}
+
+// WithPayloadTracing makes [Instrument] install the payload tracing
+// middleware with p. If not set, payloads are not traced.
+func WithPayloadTracing(p PayloadTracing) Option {
+	return optionFunc(func(c *config) { c.Payload = &p })
+}
+
+// WithOperations sets the operation patterns that [InstallFrameworkHooks]
+// traces. If not set, [DefaultFrameworkTraceOperations] is used. Use "*"
+// only for short diagnostic sessions: it traces every operation.
+func WithOperations(patterns ...string) Option {
+	return optionFunc(func(c *config) { c.Operations = append([]string(nil), patterns...) })
+}
+
+// WithPriority sets the priority of the span hook that
+// [InstallFrameworkHooks] registers. If not set, 0 is used.
+func WithPriority(priority int) Option {
+	return optionFunc(func(c *config) { c.Priority = priority })
+}
+
+// WithEnabled sets whether the span hook that [InstallFrameworkHooks]
+// registers starts enabled. If not set, it does.
+func WithEnabled(enabled bool) Option {
+	return optionFunc(func(c *config) { c.Disabled = !enabled })
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package promobs_test
+
+const raceEnabled = false

@@ -1,0 +1,158 @@
+package promobs
+
+import (
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Default cardinality caps and buckets.
+const (
+	// DefaultMaxMessageTypes is the default number of distinct message_type
+	// label values; see [WithMaxMessageTypes].
+	DefaultMaxMessageTypes = 1000
+	// DefaultMaxTopics is the default number of distinct topic (and handler)
+	// label values; see [WithMaxTopics].
+	DefaultMaxTopics = 1000
+)
+
+// DefaultTimeInQueueBuckets are the default buckets, in seconds, of
+// watermill_message_time_in_queue_seconds. They reach further than
+// prometheus.DefBuckets because messages may wait in a broker, an outbox or
+// a retry queue for minutes or hours.
+var DefaultTimeInQueueBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600}
+
+// config holds the resolved options; New copies what it needs.
+type config struct {
+	namespace          string
+	maxMessageTypes    int
+	maxTopics          int
+	buckets            []float64
+	timeInQueueBuckets []float64
+	constLabels        prometheus.Labels
+	logger             *slog.Logger
+
+	// now and observeHook are set only by tests (export_test.go).
+	now         func() time.Time
+	observeHook func()
+}
+
+func newConfig(opts []Option) config {
+	c := config{
+		maxMessageTypes:    DefaultMaxMessageTypes,
+		maxTopics:          DefaultMaxTopics,
+		buckets:            prometheus.DefBuckets,
+		timeInQueueBuckets: DefaultTimeInQueueBuckets,
+		now:                time.Now,
+	}
+	for _, o := range opts {
+		if o != nil {
+			o.apply(&c)
+		}
+	}
+	return c
+}
+
+func (c *config) log() *slog.Logger {
+	if c.logger != nil {
+		return c.logger
+	}
+	return slog.Default()
+}
+
+// An Option configures [New].
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+// WithNamespace prefixes every metric name with namespace and an underscore,
+// e.g. "shop" gives shop_cqrs_message_total. It may hold letters, digits
+// and underscores and must not start with a digit; [New] reports an error
+// otherwise. If not set, the names are exactly those listed in the package
+// documentation.
+func WithNamespace(namespace string) Option {
+	return optionFunc(func(c *config) { c.namespace = namespace })
+}
+
+// WithMaxMessageTypes caps the number of distinct message_type label values.
+// Once n values have been seen, further types are counted under "other", so
+// that a producer inventing type names cannot exhaust Prometheus' memory.
+// Values below 1 are ignored. If not set, [DefaultMaxMessageTypes] is used.
+func WithMaxMessageTypes(n int) Option {
+	return optionFunc(func(c *config) {
+		if n > 0 {
+			c.maxMessageTypes = n
+		}
+	})
+}
+
+// WithMaxTopics caps the number of distinct topic label values, and
+// separately the number of distinct handler label values. Once n values have
+// been seen, further ones are counted under "other". Values below 1 are
+// ignored. If not set, [DefaultMaxTopics] is used.
+func WithMaxTopics(n int) Option {
+	return optionFunc(func(c *config) {
+		if n > 0 {
+			c.maxTopics = n
+		}
+	})
+}
+
+// WithBuckets sets the buckets, in seconds, of the handler and publish
+// duration histograms. They must be strictly increasing; [New] reports an
+// error otherwise. An empty slice is ignored. If not set,
+// prometheus.DefBuckets (5 ms to 10 s) is used.
+//
+// Buckets are not part of a metric's identity: when the collectors are
+// already registered, the buckets of the first registration stay in effect.
+func WithBuckets(buckets []float64) Option {
+	return optionFunc(func(c *config) {
+		if len(buckets) > 0 {
+			c.buckets = slices.Clone(buckets)
+		}
+	})
+}
+
+// WithTimeInQueueBuckets sets the buckets, in seconds, of
+// watermill_message_time_in_queue_seconds, under the same rules as
+// [WithBuckets]. If not set, [DefaultTimeInQueueBuckets] is used.
+func WithTimeInQueueBuckets(buckets []float64) Option {
+	return optionFunc(func(c *config) {
+		if len(buckets) > 0 {
+			c.timeInQueueBuckets = slices.Clone(buckets)
+		}
+	})
+}
+
+// WithConstLabels adds labels with fixed values to every metric, for
+// example the name of a service when several share a registry. Prefer
+// target labels set by Prometheus where possible: const labels cannot
+// change at run time. Labels set by an earlier WithConstLabels are kept
+// unless overwritten. If not set, metrics have no const labels.
+func WithConstLabels(labels prometheus.Labels) Option {
+	return optionFunc(func(c *config) {
+		if len(labels) == 0 {
+			return
+		}
+		if c.constLabels == nil {
+			c.constLabels = make(prometheus.Labels, len(labels))
+		}
+		maps.Copy(c.constLabels, labels)
+	})
+}
+
+// WithLogger sets the logger that reports problems inside this package,
+// such as a recovered panic while observing a message. A nil logger is
+// ignored. If not set, slog.Default is used.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) {
+		if l != nil {
+			c.logger = l
+		}
+	})
+}

@@ -1,0 +1,138 @@
+package watermillobs
+
+import (
+	"context"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+)
+
+// maxPropagatedValue is the largest metadata value handed to the
+// propagator. W3C headers are far smaller (baggage is capped at 8192 bytes);
+// anything larger is hostile or broken and is treated as absent.
+const maxPropagatedValue = 8192
+
+// metadataCarrier adapts message metadata to propagation.TextMapCarrier.
+type metadataCarrier message.Metadata
+
+// Get returns the value for key, or "" when it is missing or oversized.
+func (m metadataCarrier) Get(key string) string {
+	v := m[key]
+	if len(v) > maxPropagatedValue {
+		return ""
+	}
+	return v
+}
+
+// Set stores a value.
+func (m metadataCarrier) Set(key, value string) { m[key] = value }
+
+// Keys lists the keys present.
+func (m metadataCarrier) Keys() []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// stampedTraceKey marks, in a message's context, the traceparent that this
+// package stamped onto the message's metadata. A traceparent equal to it was
+// not set by the user, so the publisher may refine it with its send span.
+type stampedTraceKey struct{}
+
+// injectTrace writes the trace context of ctx into msg's metadata through
+// prop, without overwriting keys the message already has — except a
+// traceparent that this package stamped from an outer span (refinable).
+// It returns the traceparent now in the metadata.
+func injectTrace(ctx context.Context, prop propagation.TextMapPropagator, msg *message.Message, refinable string) string {
+	if msg.Metadata == nil {
+		msg.Metadata = make(message.Metadata)
+	}
+	fresh := make(propagation.MapCarrier, 3)
+	prop.Inject(ctx, fresh)
+	for k, v := range fresh {
+		old, ok := msg.Metadata[k]
+		if !ok || (k == TraceparentKey && refinable != "" && old == refinable) {
+			msg.Metadata[k] = v
+		}
+	}
+	return msg.Metadata[TraceparentKey]
+}
+
+// extractTrace returns ctx extended with the trace context and baggage
+// found in the metadata. Malformed values are ignored by the propagator.
+func extractTrace(ctx context.Context, prop propagation.TextMapPropagator, md message.Metadata) context.Context {
+	if len(md) == 0 {
+		return ctx
+	}
+	return prop.Extract(ctx, metadataCarrier(md))
+}
+
+// InjectMetadata writes the metadata contract into msg from ctx: the
+// correlation ID (a new one if ctx has none), the causation ID, the trace
+// context and baggage through the configured propagator, and published_at.
+// Values the message already has are never overwritten. Publishers
+// decorated with [NewPublisher] do this for every message; call it yourself
+// for messages that leave through an uninstrumented path.
+func InjectMetadata(ctx context.Context, msg *message.Message, opts ...Option) {
+	c := newConfig(opts)
+	stampMessage(ctx, c.Propagators, msg, time.Now())
+}
+
+// stampMessage is InjectMetadata with resolved configuration.
+func stampMessage(ctx context.Context, prop propagation.TextMapPropagator, msg *message.Message, now time.Time) {
+	cid := hooks.CorrelationID(ctx)
+	if !bound.IsID(cid) {
+		cid = msg.Metadata.Get(CorrelationIDKey)
+		if !bound.IsID(cid) {
+			cid = hooks.NewCorrelationID()
+		}
+	}
+	setIfAbsent(msg, CorrelationIDKey, cid)
+	if id := hooks.CausationID(ctx); bound.IsID(id) {
+		setIfAbsent(msg, CausationIDKey, id)
+	}
+	refinable, _ := msg.Context().Value(stampedTraceKey{}).(string)
+	injectTrace(ctx, prop, msg, refinable)
+	setIfAbsent(msg, PublishedAtKey, formatPublishedAt(now))
+}
+
+// ExtractContext returns ctx extended with what msg's metadata carries: the
+// remote span context and baggage (through the configured propagator) and
+// the correlation ID. The causation ID for work done while handling msg is
+// msg's own UUID, and is set too. Malformed values are ignored.
+func ExtractContext(ctx context.Context, msg *message.Message, opts ...Option) context.Context {
+	c := newConfig(opts)
+	ctx = extractTrace(ctx, c.Propagators, msg.Metadata)
+	return withMessageCorrelation(ctx, msg)
+}
+
+// withMessageCorrelation puts msg's correlation ID (or a new one) and, as
+// causation for the work msg causes, msg's UUID into ctx.
+func withMessageCorrelation(ctx context.Context, msg *message.Message) context.Context {
+	cid := msg.Metadata.Get(CorrelationIDKey)
+	if !bound.IsID(cid) {
+		cid = hooks.CorrelationID(ctx)
+		if !bound.IsID(cid) {
+			cid = hooks.NewCorrelationID()
+		}
+	}
+	ctx = hooks.WithCorrelationID(ctx, cid)
+	if bound.IsID(msg.UUID) {
+		ctx = hooks.WithCausationID(ctx, msg.UUID)
+	}
+	return ctx
+}
+
+// remoteSpanContext returns the span context that ctx got from metadata, if
+// it is valid and remote.
+func remoteSpanContext(ctx context.Context) (trace.SpanContext, bool) {
+	sc := trace.SpanContextFromContext(ctx)
+	return sc, sc.IsValid() && sc.IsRemote()
+}

@@ -1,0 +1,63 @@
+// Package sentryobs reports the errors and panics of Watermill router
+// handlers to Sentry, tagged with the message they came from and linked to
+// the OpenTelemetry trace that handled it.
+//
+// # Setup
+//
+// Configure Sentry once in main, then install the middleware, either as a
+// backend of watermillobs.Instrument, which places it inside the tracing
+// middleware:
+//
+//	err := sentry.Init(sentry.ClientOptions{Dsn: os.Getenv("SENTRY_DSN")})
+//	if err != nil { ... }
+//	defer sentry.Flush(2 * time.Second)
+//
+//	watermillobs.Instrument(router, watermillobs.WithBackends(sentryobs.New()))
+//
+// or directly, after the tracing middleware if you want trace links:
+//
+//	router.AddMiddleware(sentryobs.Middleware())
+//
+// [New] uses sentry.CurrentHub, the hub sentry.Init configures; [WithHub]
+// selects another one. While the hub has no client (sentry.Init was not
+// called), messages pass through untouched.
+//
+// # What is captured
+//
+// A handler error is captured as an error event, unless the filter of
+// [WithIgnoreErrors] rejects it (by default, context.Canceled is ignored),
+// and is returned to the router unchanged. A handler panic is captured as a
+// fatal event and re-raised with the same value, so the router, Watermill's
+// Recoverer and any other middleware see exactly what they would see without
+// this package. If Recoverer runs inside this middleware, the panic arrives
+// as Recoverer's error and is captured as such.
+//
+// # Tags and the hub in the context
+//
+// Every message gets its own clone of the hub, so what one handler adds to
+// the scope never leaks into other messages or into the parent hub. The
+// clone is put into the message's context: handler code reaches it with
+// sentry.GetHubFromContext(msg.Context()) to add breadcrumbs, tags or its
+// own events. Its scope carries the tags [TagMessageType]
+// (cqrs.message_type), [TagCorrelationID], [TagHandler], [TagTopic] and
+// [TagMessageKind], and a [ContextMessage] context with the message UUID and
+// causation ID. Tag values come from untrusted metadata and are cut to
+// [TagValueLimit] bytes of valid UTF-8.
+//
+// # Trace linking
+//
+// When the message's context holds a valid OpenTelemetry span, as it does
+// inside watermillobs' tracing middleware, the event's trace context gets
+// that span's trace and span IDs and the [TagTraceID] tag its trace ID. The
+// Sentry issue then names the same trace ID as Jaeger or Tempo and the JSON
+// logs.
+//
+// # Reliability
+//
+// Nothing waits for Sentry: events go to the client's transport, which
+// sends them in the background with the default HTTP transport, and the
+// middleware never flushes. If preparing the scope or capturing panics (a
+// misbehaving transport, BeforeSend callback or error filter), the failure
+// is logged through log/slog ([WithLogger]) and the message is handled as
+// if the middleware were not there.
+package sentryobs
