@@ -7,22 +7,8 @@ import (
 	"testing"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
-
-// defaultProfile is the reference's default framework trace profile, the set
-// that watermillobs.InstallFrameworkHooks registers.
-var defaultProfile = []string{
-	"uow.*",
-	"event.dispatch.*",
-	"publisher.publish.*",
-	"consumer.consume.*",
-	"outbox.process_batch", "outbox.retry_failed", "outbox.save_events",
-	"saga.run.*", "saga.recovery.*",
-	"scheduler.dispatch.batch", "scheduler.worker.process",
-	"event_sourcing.mediator.*", "persistence_orchestrator.orchestrate",
-	"projection.process.*", "replay.start.*",
-	"lock.acquire.*", "redis.lock.acquire.*", "redis.lock.release.*",
-}
 
 func passThrough() hooks.Hook {
 	return hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error {
@@ -93,7 +79,7 @@ func BenchmarkRunOneHook(b *testing.B) {
 // default profile).
 func BenchmarkRunDefaultProfile(b *testing.B) {
 	reg := hooks.NewRegistry()
-	reg.MustRegister(passThrough(), hooks.WithOperations(defaultProfile...))
+	reg.MustRegister(passThrough(), hooks.WithOperations(watermillobs.DefaultFrameworkTraceOperations...))
 	benchmarkPublish(b, reg, "event.handler.")
 }
 
@@ -101,7 +87,7 @@ func BenchmarkRunDefaultProfile(b *testing.B) {
 // Enabled (no prefix check); still no allocation once the name is cached.
 func BenchmarkRunNoMatchFullName(b *testing.B) {
 	reg := hooks.NewRegistry()
-	reg.MustRegister(passThrough(), hooks.WithOperations(defaultProfile...))
+	reg.MustRegister(passThrough(), hooks.WithOperations(watermillobs.DefaultFrameworkTraceOperations...))
 	ctx := context.Background()
 	eventType := "OrderPlaced"
 	work := func(context.Context) error { return nil }

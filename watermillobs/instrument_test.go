@@ -115,10 +115,7 @@ func TestInstrument_recommended_set(t *testing.T) {
 		close(done)
 		return nil
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = router.Run(ctx) }()
-	<-router.Running()
+	runRouter(t, router)
 
 	in := message.NewMessage("in-1", []byte(`{"order_id":"o-1","email":"a@b.c"}`))
 	in.Metadata.Set(watermillobs.NameKey, "PlaceOrder")

@@ -1,9 +1,11 @@
 package watermillobs
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -42,6 +44,8 @@ func Tracing(opts ...Option) message.HandlerMiddleware {
 		group:     c.ConsumerGroup,
 		now:       time.Now,
 		logger:    c.Logger,
+		childOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)},
+		names:     spanNames{operation: "process"},
 	}
 	return t.middleware
 }
@@ -55,40 +59,29 @@ type consumerTracer struct {
 	group     string
 	now       func() time.Time
 	logger    *slog.Logger // nil: slog.Default
+	// childOpts are the start options of the common case, built once.
+	childOpts []trace.SpanStartOption
+	names     spanNames
 }
 
 func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) (produced []*message.Message, err error) {
 		ctx := msg.Context()
-		topic := bound.String(message.SubscribeTopicFromCtx(ctx), bound.Attribute)
+		topic := message.SubscribeTopicFromCtx(ctx)
 		parent := extractTrace(ctx, t.prop, msg.Metadata)
-
-		attrs := make([]attribute.KeyValue, 0, 9)
-		attrs = append(attrs,
-			semconv.MessagingSystemKey.String(t.systemFor(message.SubscriberNameFromCtx(ctx))),
-			semconv.MessagingDestinationName(topic),
-			semconv.MessagingOperationName("process"),
-			semconv.MessagingOperationTypeProcess,
-			semconv.MessagingMessageID(bound.String(msg.UUID, bound.Attribute)),
-			semconv.MessagingMessageBodySize(len(msg.Payload)),
-		)
-		if cid := CorrelationID(msg); cid != "" {
-			attrs = append(attrs, semconv.MessagingMessageConversationID(cid))
-		}
-		if t.group != "" {
-			attrs = append(attrs, semconv.MessagingConsumerGroupName(t.group))
-		}
-		if hn := message.HandlerNameFromCtx(ctx); hn != "" {
-			attrs = append(attrs, HandlerNameKey.String(bound.String(hn, bound.Attribute)))
-		}
-		// Context fields first, so the convention attributes win a clash.
-		attrs = append(hookAppendAttrs(nil, "", Fields(ctx)), attrs...)
-		startOpts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...)}
+		startOpts := t.childOpts
 		if remote, ok := remoteSpanContext(parent); ok && t.linked(msg) {
-			startOpts = append(startOpts, trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: remote}))
+			startOpts = []trace.SpanStartOption{startOpts[0], trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: remote})}
 		}
-
-		spanCtx, span := startSpan(parent, t.tracer, t.logger, spanName("process", topic), startOpts...)
+		// Attributes are set after the start so that unsampled spans cost no
+		// attribute work; samplers decide on name, kind, parent and links.
+		spanCtx, span := startSpan(parent, t.tracer, t.logger, t.names.get(topic), startOpts...)
+		if span.IsRecording() {
+			buf := attrPool.Get().(*[]attribute.KeyValue)
+			attrs := t.appendAttributes((*buf)[:0], ctx, msg, topic)
+			span.SetAttributes(attrs...) // the SDK copies them
+			putAttrs(buf, attrs)
+		}
 		msg.SetContext(spanCtx)
 		defer func() {
 			if v := recover(); v != nil {
@@ -105,6 +98,49 @@ func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
 		endSpan(spanCtx, span, t.logger)
 		return produced, err
 	}
+}
+
+// appendAttributes appends the consumer span's attributes to attrs: the
+// context fields first, so that the semantic-convention attributes win a
+// clash.
+func (t *consumerTracer) appendAttributes(attrs []attribute.KeyValue, ctx context.Context, msg *message.Message, topic string) []attribute.KeyValue {
+	attrs = hookAppendAttrs(attrs, "", Fields(ctx))
+	attrs = append(attrs,
+		semconv.MessagingSystemKey.String(t.systemFor(message.SubscriberNameFromCtx(ctx))),
+		semconv.MessagingDestinationName(bound.String(topic, bound.Attribute)),
+		processOperationName,
+		semconv.MessagingOperationTypeProcess,
+		semconv.MessagingMessageID(bound.String(msg.UUID, bound.Attribute)),
+	)
+	if cid := CorrelationID(msg); cid != "" {
+		attrs = append(attrs, semconv.MessagingMessageConversationID(cid))
+	}
+	if t.group != "" {
+		attrs = append(attrs, semconv.MessagingConsumerGroupName(t.group))
+	}
+	if hn := message.HandlerNameFromCtx(ctx); hn != "" {
+		attrs = append(attrs, HandlerNameKey.String(bound.String(hn, bound.Attribute)))
+	}
+	return attrs
+}
+
+var processOperationName = semconv.MessagingOperationName("process")
+
+// attrPool recycles attribute slices: span.SetAttributes copies its
+// arguments, so the slice is free again right after the call.
+var attrPool = sync.Pool{New: func() any {
+	s := make([]attribute.KeyValue, 0, 16)
+	return &s
+}}
+
+// putAttrs returns a slice to attrPool unless it grew large.
+func putAttrs(buf *[]attribute.KeyValue, attrs []attribute.KeyValue) {
+	if cap(attrs) > 64 {
+		return
+	}
+	clear(attrs) // drop references to strings of the message
+	*buf = attrs[:0]
+	attrPool.Put(buf)
 }
 
 // linked reports whether msg's span should link to the producer instead of
@@ -130,7 +166,8 @@ func (t *consumerTracer) systemFor(pubsubName string) string {
 // messagingSystem guesses messaging.system from the Go type name of a
 // Watermill publisher or subscriber, such as "redisstream.Subscriber".
 func messagingSystem(pubsubName string) string {
-	n := strings.ToLower(pubsubName)
+	// Go package names are lower case, so no case folding is needed.
+	n := pubsubName
 	switch {
 	case strings.Contains(n, "redis"):
 		return "redis"
@@ -150,12 +187,44 @@ func messagingSystem(pubsubName string) string {
 	return "watermill"
 }
 
-// spanName returns "operation topic", or the operation alone without topic.
+// spanName returns "operation topic" (topic bounded), or the operation alone
+// without topic.
 func spanName(operation, topic string) string {
 	if topic == "" {
 		return operation
 	}
-	return operation + " " + topic
+	return operation + " " + bound.String(topic, bound.Attribute)
+}
+
+// maxCachedSpanNames bounds a spanNames cache; topics past it get their
+// name built per message.
+const maxCachedSpanNames = 1024
+
+// spanNames caches "operation topic" per topic, so the per-message path
+// does not build the same string again. Topics are few per process.
+type spanNames struct {
+	operation string
+	mu        sync.RWMutex
+	names     map[string]string
+}
+
+func (n *spanNames) get(topic string) string {
+	n.mu.RLock()
+	name, ok := n.names[topic]
+	n.mu.RUnlock()
+	if ok {
+		return name
+	}
+	name = spanName(n.operation, topic)
+	n.mu.Lock()
+	if n.names == nil {
+		n.names = make(map[string]string)
+	}
+	if len(n.names) < maxCachedSpanNames {
+		n.names[topic] = name
+	}
+	n.mu.Unlock()
+	return name
 }
 
 // setSpanError records err on span the way semantic conventions ask:

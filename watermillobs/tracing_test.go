@@ -156,10 +156,7 @@ func TestTracing_router_attributes(t *testing.T) {
 		close(done)
 		return nil
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = router.Run(ctx) }()
-	<-router.Running()
+	runRouter(t, router)
 	if err := pubSub.Publish("orders", message.NewMessage("m-7", nil)); err != nil {
 		t.Fatal(err)
 	}
