@@ -29,7 +29,7 @@ func Correlation(opts ...Option) message.HandlerMiddleware {
 	prop := c.Propagators
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			msg.SetContext(withMessageCorrelation(msg.Context(), msg))
+			msg.SetContext(WithMessageCorrelation(msg.Context(), msg))
 			produced, err := h(msg)
 			if err != nil || len(produced) == 0 {
 				return produced, err

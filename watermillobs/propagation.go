@@ -74,15 +74,51 @@ func extractTrace(ctx context.Context, prop propagation.TextMapPropagator, md me
 	return prop.Extract(ctx, metadataCarrier(md))
 }
 
-// InjectMetadata writes the metadata contract into msg from ctx: the
-// correlation ID (a new one if ctx has none), the causation ID, the trace
-// context and baggage through the configured propagator, and published_at.
-// Values the message already has are never overwritten. Publishers
-// decorated with [NewPublisher] do this for every message; call it yourself
-// for messages that leave through an uninstrumented path.
-func InjectMetadata(ctx context.Context, msg *message.Message, opts ...Option) {
+// Propagation writes and reads the metadata contract with its options
+// resolved once, for code that does it per message outside a router or a
+// decorated publisher (CQRS bus hooks, outbox relays). Its methods are safe
+// for concurrent use.
+type Propagation struct {
+	prop propagation.TextMapPropagator
+	now  func() time.Time
+}
+
+// NewPropagation returns a Propagation using the propagator of
+// [WithPropagators]; other options are ignored.
+func NewPropagation(opts ...Option) *Propagation {
 	c := newConfig(opts)
-	stampMessage(ctx, c.Propagators, msg, time.Now())
+	return &Propagation{prop: c.Propagators, now: time.Now}
+}
+
+// Inject writes the metadata contract into msg from ctx: the correlation ID
+// (a new one if neither ctx nor msg has one), the causation ID, the trace
+// context and baggage through the propagator, and published_at. Values the
+// message already has are never overwritten. A traceparent Inject writes is
+// marked in msg's context as its own, so that a [Publisher] that later
+// publishes msg replaces it with the trace context of its send span.
+func (p *Propagation) Inject(ctx context.Context, msg *message.Message) {
+	_, hadTrace := msg.Metadata[TraceparentKey]
+	stampMessage(ctx, p.prop, msg, p.now())
+	if tp := msg.Metadata[TraceparentKey]; !hadTrace && tp != "" {
+		msg.SetContext(context.WithValue(msg.Context(), stampedTraceKey{}, tp))
+	}
+}
+
+// Extract returns ctx extended with what msg's metadata carries: the
+// remote span context and baggage (through the propagator) and the
+// correlation ID, plus msg's UUID as the causation ID of the work msg
+// causes. Malformed values are ignored; values ctx already has are not
+// added again.
+func (p *Propagation) Extract(ctx context.Context, msg *message.Message) context.Context {
+	return WithMessageCorrelation(extractTrace(ctx, p.prop, msg.Metadata), msg)
+}
+
+// InjectMetadata is [Propagation.Inject] with options resolved per call.
+// Publishers decorated with [NewPublisher] do this for every message; call
+// it yourself for messages that leave through an uninstrumented path, and
+// use a [Propagation] on hot paths.
+func InjectMetadata(ctx context.Context, msg *message.Message, opts ...Option) {
+	NewPropagation(opts...).Inject(ctx, msg)
 }
 
 // stampMessage is InjectMetadata with resolved configuration.
@@ -103,19 +139,17 @@ func stampMessage(ctx context.Context, prop propagation.TextMapPropagator, msg *
 	setIfAbsent(msg, PublishedAtKey, formatPublishedAt(now))
 }
 
-// ExtractContext returns ctx extended with what msg's metadata carries: the
-// remote span context and baggage (through the configured propagator) and
-// the correlation ID. The causation ID for work done while handling msg is
-// msg's own UUID, and is set too. Malformed values are ignored.
+// ExtractContext is [Propagation.Extract] with options resolved per call.
 func ExtractContext(ctx context.Context, msg *message.Message, opts ...Option) context.Context {
-	c := newConfig(opts)
-	ctx = extractTrace(ctx, c.Propagators, msg.Metadata)
-	return withMessageCorrelation(ctx, msg)
+	return NewPropagation(opts...).Extract(ctx, msg)
 }
 
-// withMessageCorrelation puts msg's correlation ID (or a new one) and, as
-// causation for the work msg causes, msg's UUID into ctx.
-func withMessageCorrelation(ctx context.Context, msg *message.Message) context.Context {
+// WithMessageCorrelation returns ctx carrying the conversation of msg: its
+// correlation ID (else ctx's, else a new one) and, as causation for the work
+// msg causes, msg's UUID. Values ctx already carries are not added again.
+// [Correlation] does this for router handlers; use it where a message is
+// handled outside a router.
+func WithMessageCorrelation(ctx context.Context, msg *message.Message) context.Context {
 	cid := msg.Metadata.Get(CorrelationIDKey)
 	if !bound.IsID(cid) {
 		cid = hooks.CorrelationID(ctx)
@@ -123,8 +157,10 @@ func withMessageCorrelation(ctx context.Context, msg *message.Message) context.C
 			cid = hooks.NewCorrelationID()
 		}
 	}
-	ctx = hooks.WithCorrelationID(ctx, cid)
-	if bound.IsID(msg.UUID) {
+	if hooks.CorrelationID(ctx) != cid {
+		ctx = hooks.WithCorrelationID(ctx, cid)
+	}
+	if bound.IsID(msg.UUID) && hooks.CausationID(ctx) != msg.UUID {
 		ctx = hooks.WithCausationID(ctx, msg.UUID)
 	}
 	return ctx

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/spans"
 )
 
 // ErrNilPublisher is returned when a nil publisher is decorated.
@@ -42,7 +43,7 @@ type Publisher struct {
 	registry *hooks.Registry
 	system   string
 	now      func() time.Time
-	logger   *slog.Logger // nil: slog.Default
+	onPanic  spans.PanicFunc
 }
 
 // NewPublisher returns pub decorated with tracing, metadata propagation and
@@ -60,7 +61,7 @@ func NewPublisher(pub message.Publisher, opts ...Option) *Publisher {
 		registry: c.Registry,
 		system:   system,
 		now:      time.Now,
-		logger:   c.Logger,
+		onPanic:  pipelinePanics(c.Logger),
 	}
 }
 
@@ -82,12 +83,12 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	}
 	boundedTopic := bound.String(topic, bound.Attribute)
 	now := p.now()
-	spans := make([]trace.Span, len(msgs))
+	sendSpans := make([]trace.Span, len(msgs))
 	for i, m := range msgs {
 		if m == nil {
 			continue
 		}
-		ctx, span := startSpan(m.Context(), p.tracer, p.logger, spanName("send", boundedTopic),
+		ctx, span := spans.Start(m.Context(), p.tracer, p.onPanic, spanName("send", boundedTopic),
 			trace.WithSpanKind(trace.SpanKindProducer),
 			trace.WithAttributes(
 				semconv.MessagingSystemKey.String(p.system),
@@ -104,19 +105,19 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		// Inner decorators (metrics exemplars) and in-process subscribers
 		// see the send span.
 		m.SetContext(ctx)
-		spans[i] = span
+		sendSpans[i] = span
 	}
 
 	err := p.publish(topic, msgs)
 
-	for i, span := range spans {
+	for i, span := range sendSpans {
 		if span == nil {
 			continue
 		}
 		if err != nil {
 			setSpanError(span, err)
 		}
-		endSpan(msgs[i].Context(), span, p.logger)
+		spans.End(msgs[i].Context(), span, p.onPanic)
 	}
 	return err
 }

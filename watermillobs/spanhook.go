@@ -17,6 +17,7 @@ import (
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/spans"
 )
 
 // hookSliceMax caps the elements of a []string attribute, so that one
@@ -72,16 +73,16 @@ var (
 // no attributes when they decide, only the operation name.
 func NewSpanHook(opts ...Option) hooks.Hook {
 	c := newConfig(opts)
-	return &spanHook{tracer: c.tracer(), logger: c.Logger}
+	return &spanHook{tracer: c.tracer(), onPanic: pipelinePanics(c.Logger)}
 }
 
 type spanHook struct {
-	tracer trace.Tracer
-	logger *slog.Logger // nil: slog.Default
+	tracer  trace.Tracer
+	onPanic spans.PanicFunc
 }
 
 func (h *spanHook) Around(ctx context.Context, op hooks.Operation, next hooks.Next) error {
-	ctx, span := startSpan(ctx, h.tracer, h.logger, bound.String(op.Name, bound.Attribute), trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := spans.Start(ctx, h.tracer, h.onPanic, bound.String(op.Name, bound.Attribute), trace.WithSpanKind(trace.SpanKindInternal))
 	recording := span.IsRecording()
 	if recording {
 		span.SetAttributes(hookSpanAttrs(ctx, op)...)
@@ -95,7 +96,7 @@ func (h *spanHook) Around(ctx context.Context, op hooks.Operation, next hooks.Ne
 			span.SetAttributes(hookOutcomeError, hookErrorTypePanic)
 			span.SetStatus(codes.Error, "panic")
 		}
-		endSpan(ctx, span, h.logger)
+		spans.End(ctx, span, h.onPanic)
 	}()
 	err := next(ctx)
 	returned = true

@@ -3,7 +3,6 @@ package watermillobs
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/spans"
 )
 
 // HandlerNameKey is the span attribute holding the Watermill handler name.
@@ -43,9 +43,9 @@ func Tracing(opts ...Option) message.HandlerMiddleware {
 		system:    c.MessagingSystem,
 		group:     c.ConsumerGroup,
 		now:       time.Now,
-		logger:    c.Logger,
+		onPanic:   pipelinePanics(c.Logger),
 		childOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)},
-		names:     spanNames{operation: "process"},
+		names:     spans.Names{Build: func(topic string) string { return spanName("process", topic) }},
 	}
 	return t.middleware
 }
@@ -58,10 +58,10 @@ type consumerTracer struct {
 	system    string
 	group     string
 	now       func() time.Time
-	logger    *slog.Logger // nil: slog.Default
+	onPanic   spans.PanicFunc
 	// childOpts are the start options of the common case, built once.
 	childOpts []trace.SpanStartOption
-	names     spanNames
+	names     spans.Names
 }
 
 func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
@@ -75,7 +75,7 @@ func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
 		}
 		// Attributes are set after the start so that unsampled spans cost no
 		// attribute work; samplers decide on name, kind, parent and links.
-		spanCtx, span := startSpan(parent, t.tracer, t.logger, t.names.get(topic), startOpts...)
+		spanCtx, span := spans.Start(parent, t.tracer, t.onPanic, t.names.Get(topic), startOpts...)
 		if span.IsRecording() {
 			buf := attrPool.Get().(*[]attribute.KeyValue)
 			attrs := t.appendAttributes((*buf)[:0], ctx, msg, topic)
@@ -87,7 +87,7 @@ func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
 			if v := recover(); v != nil {
 				span.SetAttributes(semconv.ErrorTypeKey.String("panic"))
 				span.SetStatus(codes.Error, bound.String(fmt.Sprint(v), bound.Error))
-				endSpan(spanCtx, span, t.logger)
+				spans.End(spanCtx, span, t.onPanic)
 				panic(v)
 			}
 		}()
@@ -95,7 +95,7 @@ func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
 		if err != nil {
 			setSpanError(span, err)
 		}
-		endSpan(spanCtx, span, t.logger)
+		spans.End(spanCtx, span, t.onPanic)
 		return produced, err
 	}
 }
@@ -194,37 +194,6 @@ func spanName(operation, topic string) string {
 		return operation
 	}
 	return operation + " " + bound.String(topic, bound.Attribute)
-}
-
-// maxCachedSpanNames bounds a spanNames cache; topics past it get their
-// name built per message.
-const maxCachedSpanNames = 1024
-
-// spanNames caches "operation topic" per topic, so the per-message path
-// does not build the same string again. Topics are few per process.
-type spanNames struct {
-	operation string
-	mu        sync.RWMutex
-	names     map[string]string
-}
-
-func (n *spanNames) get(topic string) string {
-	n.mu.RLock()
-	name, ok := n.names[topic]
-	n.mu.RUnlock()
-	if ok {
-		return name
-	}
-	name = spanName(n.operation, topic)
-	n.mu.Lock()
-	if n.names == nil {
-		n.names = make(map[string]string)
-	}
-	if len(n.names) < maxCachedSpanNames {
-		n.names[topic] = name
-	}
-	n.mu.Unlock()
-	return name
 }
 
 // setSpanError records err on span the way semantic conventions ask:

@@ -1,0 +1,138 @@
+package cqrsbus_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/components/cqrs"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/cqrs-ddd/watermill-observability/cqrsbus"
+	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs/promobs"
+)
+
+// BenchmarkCommandSendHandle measures one command sent through the bus and
+// handled by a CommandProcessor on gochannel, end to end:
+//
+//   - plain: Watermill's bus and processor, nothing of this module;
+//   - hooks_disabled: the cqrsbus wrapper, OnSend and OnHandle chained, a
+//     no-op TracerProvider and a registry with no hook (the cost a service
+//     pays with the instrumentation compiled in but nothing observing);
+//   - full: as hooks_disabled plus a recording (sampled) TracerProvider, a
+//     pass-through hook on every operation, and watermillobs.Instrument
+//     (correlation, tracing, logging to io.Discard, promobs) on the router
+//     and NewPublisher on the bus's publisher.
+func BenchmarkCommandSendHandle(b *testing.B) {
+	for _, mode := range []string{"plain", "hooks_disabled", "full"} {
+		b.Run(mode, func(b *testing.B) {
+			send, done := benchService(b, mode)
+			ctx := context.Background()
+			cmd := &PlaceOrder{OrderID: "42"}
+			b.ReportAllocs()
+			b.ResetTimer()
+			// Commands are sent in windows of benchWindow and each window is
+			// awaited, so that the measure is the work per command rather
+			// than the scheduler's wake-up latency of a strict ping-pong.
+			sent := 0
+			for b.Loop() {
+				if err := send(ctx, cmd); err != nil {
+					b.Fatal(err)
+				}
+				if sent++; sent == benchWindow {
+					for range sent {
+						<-done
+					}
+					sent = 0
+				}
+			}
+			for range sent {
+				<-done
+			}
+		})
+	}
+}
+
+// benchWindow is the number of commands in flight in the benchmark.
+const benchWindow = 64
+
+func benchService(b *testing.B, mode string) (func(context.Context, any) error, <-chan struct{}) {
+	pubsub := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1}, watermill.NopLogger{})
+	b.Cleanup(func() { _ = pubsub.Close() })
+	router := newRouter(b)
+	var pub message.Publisher = pubsub
+	var obs *cqrsbus.Instrumentation
+	reg := hooks.NewRegistry()
+	switch mode {
+	case "hooks_disabled":
+		obs = cqrsbus.New(cqrsbus.Config{TracerProvider: noop.NewTracerProvider(), Propagator: propagator(), Registry: reg})
+	case "full":
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+		b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+		reg.MustRegister(hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error { return next(ctx) }))
+		obs = cqrsbus.New(cqrsbus.Config{TracerProvider: tp, Propagator: propagator(), Registry: reg})
+		m, err := promobs.New(prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		wopts := []watermillobs.Option{
+			watermillobs.WithTracerProvider(tp), watermillobs.WithPropagators(propagator()),
+			watermillobs.WithLogger(slog.New(slog.NewJSONHandler(io.Discard, nil))),
+			watermillobs.WithRegistry(hooks.NewRegistry()),
+		}
+		if err := watermillobs.Instrument(router, append(wopts, watermillobs.WithBackends(m))...); err != nil {
+			b.Fatal(err)
+		}
+		pub = watermillobs.NewPublisher(pubsub, wopts...)
+	}
+
+	cbc := cqrs.CommandBusConfig{
+		GeneratePublishTopic: func(p cqrs.CommandBusGeneratePublishTopicParams) (string, error) { return p.CommandName, nil },
+		Marshaler:            marshaler,
+	}
+	cpc := cqrs.CommandProcessorConfig{
+		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) { return p.CommandName, nil },
+		SubscriberConstructor: func(cqrs.CommandProcessorSubscriberConstructorParams) (message.Subscriber, error) {
+			return pubsub, nil
+		},
+		Marshaler: marshaler,
+	}
+	if obs != nil {
+		obs.InstrumentCommandBusConfig(&cbc)
+		obs.InstrumentCommandProcessorConfig(&cpc)
+	}
+	inner, err := cqrs.NewCommandBusWithConfig(pub, cbc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	proc, err := cqrs.NewCommandProcessorWithConfig(router, cpc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{}, benchWindow)
+	if err := proc.AddHandlers(cqrs.NewCommandHandler("place_order", func(ctx context.Context, cmd *PlaceOrder) error {
+		done <- struct{}{}
+		return nil
+	})); err != nil {
+		b.Fatal(err)
+	}
+	runRouter(b, router)
+
+	send := inner.Send
+	if obs != nil {
+		bus, err := cqrsbus.NewCommandBus(inner, cqrsbus.CommandBusConfig{Marshaler: marshaler, Registry: reg})
+		if err != nil {
+			b.Fatal(err)
+		}
+		send = bus.Send
+	}
+	return send, done
+}

@@ -1,0 +1,64 @@
+package spans_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/cqrs-ddd/watermill-observability/internal/spans"
+)
+
+type explodingProcessor struct{ start, end bool }
+
+func (p explodingProcessor) OnStart(context.Context, sdktrace.ReadWriteSpan) {
+	if p.start {
+		panic("start")
+	}
+}
+
+func (p explodingProcessor) OnEnd(sdktrace.ReadOnlySpan) {
+	if p.end {
+		panic("end")
+	}
+}
+func (explodingProcessor) Shutdown(context.Context) error   { return nil }
+func (explodingProcessor) ForceFlush(context.Context) error { return nil }
+
+func TestStartEnd_recover(t *testing.T) {
+	for _, p := range []explodingProcessor{{start: true}, {end: true}} {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(p))
+		var seen []string
+		onPanic := func(_ context.Context, what string, v any) { seen = append(seen, fmt.Sprint(what, ": ", v)) }
+		ctx, span := spans.Start(context.Background(), tp.Tracer("t"), onPanic, "op")
+		spans.End(ctx, span, onPanic)
+		if len(seen) != 1 {
+			t.Errorf("processor %+v: reported %q, want one panic", p, seen)
+		}
+		if p.start && span.IsRecording() {
+			t.Errorf("a span that failed to start records")
+		}
+	}
+}
+
+func TestNames(t *testing.T) {
+	builds := 0
+	n := spans.Names{Build: func(k string) string { builds++; return "process " + k }}
+	for range 3 {
+		if got := n.Get("orders"); got != "process orders" {
+			t.Fatalf("Get = %q", got)
+		}
+	}
+	if builds != 1 {
+		t.Errorf("built %d times, want 1 (cached)", builds)
+	}
+	for i := range 2000 {
+		n.Get(fmt.Sprint(i))
+	}
+	before := builds
+	n.Get("1999") // past the cap: built again, not cached
+	if builds != before+1 {
+		t.Errorf("keys past the cap are cached")
+	}
+}
