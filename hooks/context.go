@@ -11,7 +11,6 @@ type ctxKey int
 const (
 	registryKey ctxKey = iota
 	correlationKey
-	causationKey
 )
 
 var defaultRegistry atomic.Pointer[Registry]

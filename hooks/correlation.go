@@ -26,29 +26,40 @@ func NewCorrelationID() string {
 	return string(s[:])
 }
 
+// The two IDs share one context value: handing both to a handler costs one
+// context node instead of two.
+func vars(ctx context.Context) Vars {
+	if v, ok := ctx.Value(correlationKey).(*Vars); ok {
+		return *v
+	}
+	return Vars{}
+}
+
 // WithCorrelationID returns a context carrying the correlation ID: the ID
 // shared by every message and operation of one conversation (one request,
 // one order, ...).
 func WithCorrelationID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, correlationKey, id)
+	v := vars(ctx)
+	v.CorrelationID = id
+	return context.WithValue(ctx, correlationKey, &v)
 }
 
 // CorrelationID returns the correlation ID carried by ctx, or "".
 func CorrelationID(ctx context.Context) string {
-	id, _ := ctx.Value(correlationKey).(string)
-	return id
+	return vars(ctx).CorrelationID
 }
 
 // WithCausationID returns a context carrying the causation ID: the ID of the
 // message whose handling caused the current work.
 func WithCausationID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, causationKey, id)
+	v := vars(ctx)
+	v.CausationID = id
+	return context.WithValue(ctx, correlationKey, &v)
 }
 
 // CausationID returns the causation ID carried by ctx, or "".
 func CausationID(ctx context.Context) string {
-	id, _ := ctx.Value(causationKey).(string)
-	return id
+	return vars(ctx).CausationID
 }
 
 // Vars is a snapshot of the correlation values of a context, for handing them
@@ -61,17 +72,21 @@ type Vars struct {
 
 // Snapshot captures the correlation and causation IDs carried by ctx.
 func Snapshot(ctx context.Context) Vars {
-	return Vars{CorrelationID: CorrelationID(ctx), CausationID: CausationID(ctx)}
+	return vars(ctx)
 }
 
 // Restore returns a context carrying the IDs of v. Empty IDs are left as ctx
-// has them.
+// has them. Setting both costs one context value.
 func Restore(ctx context.Context, v Vars) context.Context {
-	if v.CorrelationID != "" {
-		ctx = WithCorrelationID(ctx, v.CorrelationID)
+	cur := vars(ctx)
+	if v.CorrelationID == "" {
+		v.CorrelationID = cur.CorrelationID
 	}
-	if v.CausationID != "" {
-		ctx = WithCausationID(ctx, v.CausationID)
+	if v.CausationID == "" {
+		v.CausationID = cur.CausationID
 	}
-	return ctx
+	if v == cur {
+		return ctx
+	}
+	return context.WithValue(ctx, correlationKey, &v)
 }

@@ -46,6 +46,20 @@ func (m metadataCarrier) Keys() []string {
 // not set by the user, so the publisher may refine it with its send span.
 type stampedTraceKey struct{}
 
+// keepCarrier writes into metadata without overwriting keys it already has.
+// It is a map type, so passing it as a carrier does not allocate.
+type keepCarrier message.Metadata
+
+func (m keepCarrier) Get(key string) string { return m[key] }
+
+func (m keepCarrier) Set(key, value string) {
+	if _, ok := m[key]; !ok {
+		m[key] = value
+	}
+}
+
+func (m keepCarrier) Keys() []string { return metadataCarrier(m).Keys() }
+
 // injectTrace writes the trace context of ctx into msg's metadata through
 // prop, without overwriting keys the message already has — except a
 // traceparent that this package stamped from an outer span (refinable).
@@ -54,24 +68,34 @@ func injectTrace(ctx context.Context, prop propagation.TextMapPropagator, msg *m
 	if msg.Metadata == nil {
 		msg.Metadata = make(message.Metadata)
 	}
-	fresh := make(propagation.MapCarrier, 3)
-	prop.Inject(ctx, fresh)
-	for k, v := range fresh {
-		old, ok := msg.Metadata[k]
-		if !ok || (k == TraceparentKey && refinable != "" && old == refinable) {
-			msg.Metadata[k] = v
-		}
+	if refinable != "" && msg.Metadata[TraceparentKey] == refinable {
+		delete(msg.Metadata, TraceparentKey)
 	}
+	prop.Inject(ctx, keepCarrier(msg.Metadata))
 	return msg.Metadata[TraceparentKey]
 }
 
-// extractTrace returns ctx extended with the trace context and baggage
-// found in the metadata. Malformed values are ignored by the propagator.
-func extractTrace(ctx context.Context, prop propagation.TextMapPropagator, md message.Metadata) context.Context {
-	if len(md) == 0 {
-		return ctx
+// extractor reads trace context from metadata. Most messages of a service
+// either always or never carry trace context; when none of the keys the
+// propagator reads (its Fields) is present, the propagator is skipped.
+type extractor struct {
+	prop   propagation.TextMapPropagator
+	fields []string
+}
+
+func newExtractor(prop propagation.TextMapPropagator) extractor {
+	return extractor{prop: prop, fields: prop.Fields()}
+}
+
+// extract returns ctx extended with the trace context and baggage found in
+// md. Malformed values are ignored by the propagator.
+func (e extractor) extract(ctx context.Context, md message.Metadata) context.Context {
+	for _, f := range e.fields {
+		if _, ok := md[f]; ok {
+			return e.prop.Extract(ctx, metadataCarrier(md))
+		}
 	}
-	return prop.Extract(ctx, metadataCarrier(md))
+	return ctx
 }
 
 // Propagation writes and reads the metadata contract with its options
@@ -80,6 +104,7 @@ func extractTrace(ctx context.Context, prop propagation.TextMapPropagator, md me
 // for concurrent use.
 type Propagation struct {
 	prop propagation.TextMapPropagator
+	ext  extractor
 	now  func() time.Time
 }
 
@@ -87,7 +112,7 @@ type Propagation struct {
 // [WithPropagators]; other options are ignored.
 func NewPropagation(opts ...Option) *Propagation {
 	c := newConfig(opts)
-	return &Propagation{prop: c.Propagators, now: time.Now}
+	return &Propagation{prop: c.Propagators, ext: newExtractor(c.Propagators), now: time.Now}
 }
 
 // Inject writes the metadata contract into msg from ctx: the correlation ID
@@ -110,7 +135,7 @@ func (p *Propagation) Inject(ctx context.Context, msg *message.Message) {
 // causes. Malformed values are ignored; values ctx already has are not
 // added again.
 func (p *Propagation) Extract(ctx context.Context, msg *message.Message) context.Context {
-	return WithMessageCorrelation(extractTrace(ctx, p.prop, msg.Metadata), msg)
+	return WithMessageCorrelation(p.ext.extract(ctx, msg.Metadata), msg)
 }
 
 // InjectMetadata is [Propagation.Inject] with options resolved per call.
@@ -157,13 +182,11 @@ func WithMessageCorrelation(ctx context.Context, msg *message.Message) context.C
 			cid = hooks.NewCorrelationID()
 		}
 	}
-	if hooks.CorrelationID(ctx) != cid {
-		ctx = hooks.WithCorrelationID(ctx, cid)
+	v := hooks.Vars{CorrelationID: cid}
+	if bound.IsID(msg.UUID) {
+		v.CausationID = msg.UUID
 	}
-	if bound.IsID(msg.UUID) && hooks.CausationID(ctx) != msg.UUID {
-		ctx = hooks.WithCausationID(ctx, msg.UUID)
-	}
-	return ctx
+	return hooks.Restore(ctx, v)
 }
 
 // remoteSpanContext returns the span context that ctx got from metadata, if

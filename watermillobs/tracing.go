@@ -10,7 +10,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
@@ -37,7 +36,7 @@ func Tracing(opts ...Option) message.HandlerMiddleware {
 	c := newConfig(opts)
 	t := &consumerTracer{
 		tracer:    c.tracer(),
-		prop:      c.Propagators,
+		ext:       newExtractor(c.Propagators),
 		linkOnly:  c.LinkOnly,
 		linkAfter: c.LinkAfter,
 		system:    c.MessagingSystem,
@@ -52,7 +51,7 @@ func Tracing(opts ...Option) message.HandlerMiddleware {
 
 type consumerTracer struct {
 	tracer    trace.Tracer
-	prop      propagation.TextMapPropagator
+	ext       extractor
 	linkOnly  bool
 	linkAfter time.Duration
 	system    string
@@ -68,7 +67,7 @@ func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) (produced []*message.Message, err error) {
 		ctx := msg.Context()
 		topic := message.SubscribeTopicFromCtx(ctx)
-		parent := extractTrace(ctx, t.prop, msg.Metadata)
+		parent := t.ext.extract(ctx, msg.Metadata)
 		startOpts := t.childOpts
 		if remote, ok := remoteSpanContext(parent); ok && t.linked(msg) {
 			startOpts = []trace.SpanStartOption{startOpts[0], trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: remote})}

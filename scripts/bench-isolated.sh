@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs the sub-benchmarks of one benchmark each in its own process, in
+# interleaved rounds, so that no variant inherits the heap, goroutines or
+# caches of the one before it, and prints per-variant medians and the
+# overhead ratios asked for.
+#
+#   scripts/bench-isolated.sh PKG BENCH ROUNDS BENCHTIME VARIANT...
+#
+# RATIOS="a/b c/d" prints (median(a) - median(base)) / (median(b) - median(base))
+# for each pair, where base is the first VARIANT. Raw `go test` output is
+# kept in $BENCH_OUT (default: a temporary file) for benchstat.
+set -euo pipefail
+
+pkg=$1 bench=$2 rounds=$3 benchtime=$4
+shift 4
+variants=("$@")
+out=${BENCH_OUT:-$(mktemp)}
+bin=$(mktemp)
+trap 'rm -f "$bin"' EXIT
+
+go test -c -o "$bin" "$pkg"
+: >"$out"
+for ((r = 1; r <= rounds; r++)); do
+	for v in "${variants[@]}"; do
+		(cd "$(go list -f '{{.Dir}}' "$pkg")" && "$bin" -test.run '^$' -test.bench "^${bench}/${v}\$" \
+			-test.benchmem -test.cpu 1 -test.benchtime "$benchtime" -test.count 1) |
+			grep "^${bench}/" >>"$out"
+	done
+done
+
+echo "raw results: $out"
+awk -v base="${variants[0]}" -v ratios="${RATIOS:-}" '
+	{
+		split($1, p, "/"); v = p[2]; sub(/-[0-9]+$/, "", v)
+		n[v]++; t[v, n[v]] = $3; b[v] = $5; a[v] = $7
+		if (!(v in seen)) { seen[v] = 1; order[++k] = v }
+	}
+	function median(v,   i, j, x, m, s) {
+		m = n[v]
+		for (i = 1; i <= m; i++) s[i] = t[v, i]
+		for (i = 2; i <= m; i++) { x = s[i]; for (j = i - 1; j >= 1 && s[j] > x; j--) s[j + 1] = s[j]; s[j + 1] = x }
+		return m % 2 ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2
+	}
+	END {
+		printf "%-28s %12s %12s %10s %10s\n", "variant", "median ns/op", "overhead ns", "B/op", "allocs/op"
+		for (i = 1; i <= k; i++) {
+			v = order[i]; med[v] = median(v)
+			printf "%-28s %12.0f %12.0f %10s %10s\n", v, med[v], med[v] - med[base], b[v], a[v]
+		}
+		m = split(ratios, rs, " ")
+		for (i = 1; i <= m; i++) {
+			split(rs[i], q, "/")
+			printf "overhead ratio %s / %s = %.2f\n", q[1], q[2], (med[q[1]] - med[base]) / (med[q[2]] - med[base])
+		}
+	}' "$out"
