@@ -285,6 +285,12 @@ func TestHandlerMiddleware_router(t *testing.T) {
 			t.Fatal("message not handled")
 		}
 	}
+	// The router publishes the returned message after the middlewares
+	// return: wait for it before stopping the redeliveries of the failed one.
+	deadline := time.Now().Add(10 * time.Second)
+	for value(t, reg, "watermill_messages_published_total", "topic", "orders.projected", "outcome", "success") < 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	// The failed message is nacked and redelivered; stop before counting.
 	if err := router.Close(); err != nil {
 		t.Fatal(err)
