@@ -64,29 +64,15 @@ type consumerTracer struct {
 }
 
 func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
+	// The closure keeps a small frame: it stays on the stack while the
+	// handler runs, and a deep stack makes the runtime grow (copy) the
+	// goroutine's stack. The span work lives in begin and its own frames.
 	return func(msg *message.Message) (produced []*message.Message, err error) {
-		ctx := msg.Context()
-		topic := message.SubscribeTopicFromCtx(ctx)
-		parent := t.ext.extract(ctx, msg.Metadata)
-		startOpts := t.childOpts
-		if remote, ok := remoteSpanContext(parent); ok && t.linked(msg) {
-			startOpts = []trace.SpanStartOption{startOpts[0], trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: remote})}
-		}
-		// Attributes are set after the start so that unsampled spans cost no
-		// attribute work; samplers decide on name, kind, parent and links.
-		spanCtx, span := spans.Start(parent, t.tracer, t.onPanic, t.names.Get(topic), startOpts...)
-		if span.IsRecording() {
-			buf := attrPool.Get().(*[]attribute.KeyValue)
-			attrs := t.appendAttributes((*buf)[:0], ctx, msg, topic)
-			span.SetAttributes(attrs...) // the SDK copies them
-			putAttrs(buf, attrs)
-		}
+		spanCtx, span := t.begin(msg)
 		msg.SetContext(spanCtx)
 		defer func() {
 			if v := recover(); v != nil {
-				span.SetAttributes(semconv.ErrorTypeKey.String("panic"))
-				span.SetStatus(codes.Error, bound.String(fmt.Sprint(v), bound.Error))
-				spans.End(spanCtx, span, t.onPanic)
+				t.panicked(spanCtx, span, v)
 				panic(v)
 			}
 		}()
@@ -97,6 +83,34 @@ func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
 		spans.End(spanCtx, span, t.onPanic)
 		return produced, err
 	}
+}
+
+// begin starts the consumer span of msg.
+func (t *consumerTracer) begin(msg *message.Message) (context.Context, trace.Span) {
+	ctx := msg.Context()
+	topic := message.SubscribeTopicFromCtx(ctx)
+	parent := t.ext.extract(ctx, msg.Metadata)
+	startOpts := t.childOpts
+	if remote, ok := remoteSpanContext(parent); ok && t.linked(msg) {
+		startOpts = []trace.SpanStartOption{startOpts[0], trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: remote})}
+	}
+	// Attributes are set after the start so that unsampled spans cost no
+	// attribute work; samplers decide on name, kind, parent and links.
+	spanCtx, span := spans.Start(parent, t.tracer, t.onPanic, t.names.Get(topic), startOpts...)
+	if span.IsRecording() {
+		buf := attrPool.Get().(*[]attribute.KeyValue)
+		attrs := t.appendAttributes((*buf)[:0], ctx, msg, topic)
+		span.SetAttributes(attrs...) // the SDK copies them
+		putAttrs(buf, attrs)
+	}
+	return spanCtx, span
+}
+
+// panicked records a handler panic on the span and ends it.
+func (t *consumerTracer) panicked(ctx context.Context, span trace.Span, v any) {
+	span.SetAttributes(semconv.ErrorTypeKey.String("panic"))
+	span.SetStatus(codes.Error, bound.String(fmt.Sprint(v), bound.Error))
+	spans.End(ctx, span, t.onPanic)
 }
 
 // appendAttributes appends the consumer span's attributes to attrs: the
