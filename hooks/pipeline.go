@@ -26,6 +26,7 @@ type HookPanicError struct {
 	Stack []byte
 }
 
+// Error names the hook, the operation and the panic value.
 func (e *HookPanicError) Error() string {
 	return fmt.Sprintf("hooks: hook %s panicked during operation %q: %v", e.Hook, e.Operation, e.Value)
 }
