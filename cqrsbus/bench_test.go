@@ -27,12 +27,14 @@ import (
 //   - hooks_disabled: the cqrsbus wrapper, OnSend and OnHandle chained, a
 //     no-op TracerProvider and a registry with no hook (the cost a service
 //     pays with the instrumentation compiled in but nothing observing);
+//   - hooks_registered_off: as hooks_disabled, with a hook registered for
+//     every operation and switched off (Registration.SetEnabled(false));
 //   - full: as hooks_disabled plus a recording (sampled) TracerProvider, a
 //     pass-through hook on every operation, and watermillobs.Instrument
 //     (correlation, tracing, logging to io.Discard, promobs) on the router
 //     and NewPublisher on the bus's publisher.
 func BenchmarkCommandSendHandle(b *testing.B) {
-	for _, mode := range []string{"plain", "hooks_disabled", "full"} {
+	for _, mode := range []string{"plain", "hooks_disabled", "hooks_registered_off", "full"} {
 		b.Run(mode, func(b *testing.B) {
 			send, done := benchService(b, mode)
 			ctx := context.Background()
@@ -73,6 +75,10 @@ func benchService(b *testing.B, mode string) (func(context.Context, any) error, 
 	reg := hooks.NewRegistry()
 	switch mode {
 	case "hooks_disabled":
+		obs = cqrsbus.New(cqrsbus.Config{TracerProvider: noop.NewTracerProvider(), Propagator: propagator(), Registry: reg})
+	case "hooks_registered_off":
+		reg.MustRegister(hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error { return next(ctx) }),
+			hooks.WithEnabled(false))
 		obs = cqrsbus.New(cqrsbus.Config{TracerProvider: noop.NewTracerProvider(), Propagator: propagator(), Registry: reg})
 	case "full":
 		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
