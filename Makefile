@@ -3,6 +3,7 @@
 #   make test        start/check Redis and PostgreSQL, go vet, go test -race (what CI runs)
 #   make services    only start/check the test services (scripts/test-services.sh)
 #   make demo        run examples/quickstart (needs no server)
+#   make demo-cqrs   run examples/cqrs: one order through the CQRS layer (needs no server)
 #   make bench       benchmarks:  make bench BENCH=Hook PKG=./hooks
 #   make lint        gofmt check, go vet, staticcheck
 #   make fuzz-short  each fuzz target of FUZZ_TARGETS for FUZZTIME
@@ -21,7 +22,7 @@ FUZZTIME ?= 20s
 # package:FuzzName pairs, separated by spaces.
 FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./watermillobs:FuzzPayloadSanitize ./watermillobs:FuzzMetadata
 
-.PHONY: test services demo bench lint fuzz-short
+.PHONY: test services demo demo-cqrs bench lint fuzz-short
 
 test:
 	bash scripts/test-services.sh
@@ -33,6 +34,9 @@ services:
 
 demo:
 	$(GO) run ./examples/quickstart
+
+demo-cqrs:
+	$(GO) run ./examples/cqrs
 
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(PKG)
