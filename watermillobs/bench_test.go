@@ -170,3 +170,50 @@ func BenchmarkRouter(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkSpanCost breaks a consumer span down into what Tracing and the
+// minimal baseline pay for: the SDK span alone, with three attributes (the
+// baseline), with seven (Tracing), and the W3C extraction Tracing adds.
+func BenchmarkSpanCost(b *testing.B) {
+	tracer := benchTracerProvider(b).Tracer("bench")
+	kind := trace.WithSpanKind(trace.SpanKindConsumer)
+	three := []attribute.KeyValue{
+		attribute.String("messaging.destination_kind", "topic"),
+		attribute.String("messaging.destination", "orders"),
+		attribute.String("messaging.operation", "receive"),
+	}
+	seven := []attribute.KeyValue{
+		attribute.String("messaging.system", "redis"),
+		attribute.String("messaging.destination.name", "orders"),
+		attribute.String("messaging.operation.name", "process"),
+		attribute.String("messaging.operation.type", "process"),
+		attribute.String("messaging.message.id", "1764-0"),
+		attribute.String("messaging.message.conversation_id", "c5a0c1a2-aaaa-4bbb-8ccc-123456789012"),
+		attribute.String("watermill.handler.name", "place_order"),
+	}
+	for _, tt := range []struct {
+		name  string
+		attrs []attribute.KeyValue
+	}{{"span", nil}, {"span_3_attributes", three}, {"span_7_attributes", seven}} {
+		b.Run(tt.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, span := tracer.Start(context.Background(), "process orders", kind)
+				if tt.attrs != nil {
+					span.SetAttributes(tt.attrs...)
+				}
+				span.End()
+			}
+		})
+	}
+	b.Run("w3c_extract", func(b *testing.B) {
+		prop := watermillobs.NewPropagation(watermillobs.WithPropagators(w3c))
+		msg := message.NewMessage("1764-0", nil)
+		msg.Metadata.Set(watermillobs.TraceparentKey, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+		msg.Metadata.Set(watermillobs.CorrelationIDKey, "c5a0c1a2-aaaa-4bbb-8ccc-123456789012")
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = prop.Extract(context.Background(), msg)
+		}
+	})
+}
