@@ -16,6 +16,7 @@ import (
 
 	"github.com/cqrs-ddd/watermill-observability/cqrsbus"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/internal/testsvc"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs/promobs"
 )
@@ -69,7 +70,7 @@ const benchWindow = 64
 func benchService(b *testing.B, mode string) (func(context.Context, any) error, <-chan struct{}) {
 	pubsub := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1}, watermill.NopLogger{})
 	b.Cleanup(func() { _ = pubsub.Close() })
-	router := newRouter(b)
+	router := testsvc.NewRouter(b)
 	var pub message.Publisher = pubsub
 	var obs *cqrsbus.Instrumentation
 	reg := hooks.NewRegistry()
@@ -130,7 +131,7 @@ func benchService(b *testing.B, mode string) (func(context.Context, any) error, 
 	})); err != nil {
 		b.Fatal(err)
 	}
-	runRouter(b, router)
+	testsvc.RunRouter(b, router)
 
 	send := inner.Send
 	if obs != nil {

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/internal/testsvc"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
@@ -44,7 +45,7 @@ func TestFailure_handler_error_is_retried(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			runRouter(t, s.router)
+			testsvc.RunRouter(t, s.router)
 			if err := s.commands.Send(context.Background(), &ReserveStock{OrderID: "1"}); err != nil {
 				t.Fatal(err)
 			}
@@ -101,7 +102,7 @@ func TestFailure_handler_panic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runRouter(t, s.router)
+	testsvc.RunRouter(t, s.router)
 	if err := s.commands.Send(context.Background(), &PlaceOrder{OrderID: "1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestFailure_unknown_event(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				runRouter(t, s.router)
+				testsvc.RunRouter(t, s.router)
 				publishRaw(t, s, topic, "OrderShipped", []byte(`{}`), "event")
 
 				if ack {
@@ -226,7 +227,7 @@ func TestFailure_unmarshal_error(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runRouter(t, s.router)
+	testsvc.RunRouter(t, s.router)
 	publishRaw(t, s, s.topic("commands.PlaceOrder"), "PlaceOrder", []byte(`not json`), "command")
 	eventually(t, "the broken command to fail and be redelivered", func() bool {
 		return s.handledTotal(t, "command", "PlaceOrder", "error") >= 2
@@ -260,7 +261,7 @@ func TestUserOnHandle_runs_once_through_router(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runRouter(t, s.router)
+	testsvc.RunRouter(t, s.router)
 	if err := s.commands.Send(context.Background(), &PlaceOrder{}); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cqrs-ddd/watermill-observability/cqrsbus"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/internal/testsvc"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs/promobs"
 )
@@ -87,7 +88,7 @@ func newService(t testing.TB, tr transport, o serviceOptions) *service {
 		TracerProvider: s.tp, Propagator: propagator(), Registry: reg, Logger: s.logs.logger(),
 	})
 
-	s.router = newRouter(t)
+	s.router = testsvc.NewRouter(t)
 	s.router.AddMiddleware(o.outer...)
 	if err := watermillobs.Instrument(s.router, append(wopts, watermillobs.WithBackends(m))...); err != nil {
 		t.Fatal(err)

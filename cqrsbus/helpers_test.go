@@ -10,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
-	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -197,38 +195,6 @@ func attr(s sdktrace.ReadOnlySpan, key attribute.Key) string {
 		}
 	}
 	return ""
-}
-
-// newRouter returns an unstarted router.
-func newRouter(t testing.TB) *message.Router {
-	t.Helper()
-	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: waitTimeout}, watermill.NopLogger{})
-	if err != nil {
-		t.Fatalf("cannot create router: %v", err)
-	}
-	return r
-}
-
-// runRouter runs r until the test ends and waits until it is running.
-func runRouter(t testing.TB, r *message.Router) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- r.Run(context.Background()) }()
-	t.Cleanup(func() {
-		if err := r.Close(); err != nil {
-			t.Errorf("cannot close router: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("router stopped with an error: %v", err)
-		}
-	})
-	select {
-	case <-r.Running():
-	case err := <-done:
-		t.Fatalf("router stopped before running: %v", err)
-	case <-time.After(waitTimeout):
-		t.Fatalf("router not running after %s", waitTimeout)
-	}
 }
 
 func attributeKey(k string) attribute.Key { return attribute.Key(k) }

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/components/requestreply"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -25,32 +23,14 @@ import (
 func redisTransport(t testing.TB) transport {
 	t.Helper()
 	_, prefix := testsvc.RedisPrefix(t)
-	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: testsvc.Redis(t)}, watermill.NopLogger{})
-	if err != nil {
-		t.Fatalf("cannot create redisstream publisher: %v", err)
-	}
-	t.Cleanup(func() { _ = pub.Close() })
+	pub := testsvc.RedisPublisher(t)
 	return transport{
-		pub:    pub,
-		sub:    func(t testing.TB, handler string) message.Subscriber { return redisSubscriber(t, prefix+handler) },
+		pub: pub,
+		sub: func(t testing.TB, handler string) message.Subscriber {
+			return testsvc.RedisSubscriber(t, prefix+handler)
+		},
 		prefix: prefix,
 	}
-}
-
-func redisSubscriber(t testing.TB, group string) *redisstream.Subscriber {
-	t.Helper()
-	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
-		Client:        testsvc.Redis(t),
-		ConsumerGroup: group,
-		// Bounded blocking reads, so that closing is quick.
-		BlockTime:                     50 * time.Millisecond,
-		DisableIndefiniteInitialBlock: true,
-	}, watermill.NopLogger{})
-	if err != nil {
-		t.Fatalf("cannot create redisstream subscriber: %v", err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
-	return sub
 }
 
 // namedGroupHandler gives a group handler a name for the hook operations.
@@ -110,7 +90,7 @@ func runOrderFlow(t *testing.T) {
 		Publisher: watermillobs.NewPublisher(s.tr.pub,
 			watermillobs.WithTracerProvider(s.tp), watermillobs.WithPropagators(propagator())),
 		SubscriberConstructor: func(p requestreply.PubSubBackendSubscribeParams) (message.Subscriber, error) {
-			return redisSubscriber(t, s.topic("caller")), nil
+			return testsvc.RedisSubscriber(t, s.topic("caller")), nil
 		},
 		GeneratePublishTopic: func(p requestreply.PubSubBackendPublishParams) (string, error) {
 			return s.topic("replies." + string(p.OperationID)), nil
@@ -168,7 +148,7 @@ func runOrderFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The group subscribes to the OrderPlaced topic of the event bus.
-	runRouter(t, s.router)
+	testsvc.RunRouter(t, s.router)
 
 	// The HTTP-like entry point: a server span and a correlation ID.
 	correlationID := hooks.NewCorrelationID()

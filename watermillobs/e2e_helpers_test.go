@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/redis/go-redis/v9"
@@ -93,9 +92,9 @@ type e2eTransportFactory func(t *testing.T) e2eTransport
 func e2eRedisTransport(t *testing.T) e2eTransport {
 	t.Helper()
 	_, prefix := testsvc.RedisPrefix(t)
-	pubA := e2eNewRedisPublisher(t)
-	pubB := e2eNewRedisPublisher(t)
-	sub := e2eNewRedisSubscriber(t, prefix+"group")
+	pubA := testsvc.RedisPublisher(t)
+	pubB := testsvc.RedisPublisher(t)
+	sub := testsvc.RedisSubscriber(t, prefix+"group")
 	return e2eTransport{pubA: pubA, pubB: pubB, sub: sub, system: "redis", prefix: prefix}
 }
 
@@ -106,70 +105,6 @@ func e2eGoChannelTransport(t *testing.T) e2eTransport {
 	pubsub := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 	t.Cleanup(func() { _ = pubsub.Close() })
 	return e2eTransport{pubA: pubsub, pubB: pubsub, sub: pubsub, system: "gochannel", prefix: testsvc.Prefix(t)}
-}
-
-// e2eNewRedisPublisher returns a publisher with a client of its own: closing a
-// redisstream publisher or subscriber closes its client.
-func e2eNewRedisPublisher(t *testing.T) *redisstream.Publisher {
-	t.Helper()
-	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: testsvc.Redis(t)}, watermill.NopLogger{})
-	if err != nil {
-		t.Fatalf("cannot create redisstream publisher: %v", err)
-	}
-	t.Cleanup(func() { _ = pub.Close() })
-	return pub
-}
-
-// e2eNewRedisSubscriber returns a subscriber of consumer group group, with a
-// client of its own.
-func e2eNewRedisSubscriber(t *testing.T, group string) *redisstream.Subscriber {
-	t.Helper()
-	sub, err := redisstream.NewSubscriber(redisstream.SubscriberConfig{
-		Client:        testsvc.Redis(t),
-		ConsumerGroup: group,
-		// Bounded blocking reads, so that closing the router is quick.
-		BlockTime:                     50 * time.Millisecond,
-		DisableIndefiniteInitialBlock: true,
-	}, watermill.NopLogger{})
-	if err != nil {
-		t.Fatalf("cannot create redisstream subscriber: %v", err)
-	}
-	t.Cleanup(func() { _ = sub.Close() })
-	return sub
-}
-
-// newE2ERouter returns an unstarted router that is closed when the test
-// ends.
-func newE2ERouter(t *testing.T) *message.Router {
-	t.Helper()
-	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: e2eTimeout}, watermill.NopLogger{})
-	if err != nil {
-		t.Fatalf("cannot create router: %v", err)
-	}
-	return r
-}
-
-// runE2ERouter runs r until the test ends and waits until its handlers
-// are subscribed.
-func runE2ERouter(t *testing.T, r *message.Router) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- r.Run(context.Background()) }()
-	t.Cleanup(func() {
-		if err := r.Close(); err != nil {
-			t.Errorf("cannot close router: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("router stopped with an error: %v", err)
-		}
-	})
-	select {
-	case <-r.Running():
-	case err := <-done:
-		t.Fatalf("router stopped before running: %v", err)
-	case <-time.After(e2eTimeout):
-		t.Fatalf("router not running after %s", e2eTimeout)
-	}
 }
 
 // e2eReceived is what a handler saw of one message, copied while it ran.

@@ -74,7 +74,7 @@ func e2eRunConversation(t *testing.T, newTransport e2eTransportFactory, linkOnly
 	directPub := watermillobs.NewPublisher(tr.pubB, procB.opts...)
 
 	inbox := newE2EInbox()
-	r := newE2ERouter(t)
+	r := testsvc.NewRouter(t)
 	if err := instrument(r, procB.opts...); err != nil {
 		t.Fatalf("cannot instrument router: %v", err)
 	}
@@ -93,7 +93,7 @@ func e2eRunConversation(t *testing.T, newTransport e2eTransportFactory, linkOnly
 	}
 	r.AddConsumerHandler("handler2_returned", topic2, tr.sub, handler2)
 	r.AddConsumerHandler("handler2_published", topic3, tr.sub, handler2)
-	runE2ERouter(t, r)
+	testsvc.RunRouter(t, r)
 
 	correlationID := hooks.NewCorrelationID()
 	first := message.NewMessage(watermill.NewUUID(), []byte(`{"order":"42"}`))
@@ -260,14 +260,14 @@ var e2eUUIDPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 func TestE2E_hostile_metadata(t *testing.T) {
 	t.Parallel()
 	client, prefix := testsvc.RedisPrefix(t)
-	raw := e2eNewRedisPublisher(t)
+	raw := testsvc.RedisPublisher(t)
 	group := prefix + "group"
-	sub := e2eNewRedisSubscriber(t, group)
+	sub := testsvc.RedisSubscriber(t, group)
 	procB := newE2EProcess(t)
 	topic := prefix + "hostile"
 
 	inbox := newE2EInbox()
-	r := newE2ERouter(t)
+	r := testsvc.NewRouter(t)
 	if err := instrument(r, procB.opts...); err != nil {
 		t.Fatalf("cannot instrument router: %v", err)
 	}
@@ -275,7 +275,7 @@ func TestE2E_hostile_metadata(t *testing.T) {
 		inbox.record(msg)
 		return nil
 	})
-	runE2ERouter(t, r)
+	testsvc.RunRouter(t, r)
 
 	const mib = 1 << 20
 	const badUTF8 = "\xff\xfe\xc0\x80-not-utf8"

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/internal/testsvc"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
@@ -115,7 +116,7 @@ func TestInstrument_recommended_set(t *testing.T) {
 		close(done)
 		return nil
 	})
-	runRouter(t, router)
+	testsvc.RunRouter(t, router)
 
 	in := message.NewMessage("in-1", []byte(`{"order_id":"o-1","email":"a@b.c"}`))
 	in.Metadata.Set(watermillobs.NameKey, "PlaceOrder")

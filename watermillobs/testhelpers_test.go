@@ -4,8 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/ThreeDotsLabs/watermill/message"
-
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -65,19 +63,3 @@ func startSpan(tp trace.TracerProvider, name string) (context.Context, trace.Spa
 }
 
 func attributeKey(k string) attribute.Key { return attribute.Key(k) }
-
-// runRouter runs router until the test ends and returns once it is running.
-func runRouter(t *testing.T, router *message.Router) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = router.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	<-router.Running()
-}

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cqrs-ddd/watermill-observability/internal/testsvc"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
@@ -156,7 +157,7 @@ func TestTracing_router_attributes(t *testing.T) {
 		close(done)
 		return nil
 	})
-	runRouter(t, router)
+	testsvc.RunRouter(t, router)
 	if err := pubSub.Publish("orders", message.NewMessage("m-7", nil)); err != nil {
 		t.Fatal(err)
 	}
