@@ -82,8 +82,8 @@ func (i *Instrumentation) stamp(msg *message.Message, kind, name string) {
 			i.recovered(msg.Context(), "stamp message", v)
 		}
 	}()
-	setIfAbsent(msg, watermillobs.MessageKindKey, kind)
-	setIfAbsent(msg, watermillobs.NameKey, name)
+	watermillobs.SetIfAbsent(msg, watermillobs.MessageKindKey, kind)
+	watermillobs.SetIfAbsent(msg, watermillobs.NameKey, name)
 	i.injectMetadata(msg.Context(), msg)
 }
 
@@ -96,34 +96,21 @@ func (i *Instrumentation) stampReply(msg, query *message.Message) {
 			i.recovered(msg.Context(), "stamp reply", v)
 		}
 	}()
-	setIfAbsent(msg, watermillobs.MessageKindKey, watermillobs.KindReply)
+	watermillobs.SetIfAbsent(msg, watermillobs.MessageKindKey, watermillobs.KindReply)
 	if query != nil {
 		// The handler's context normally carries both; the query message is
 		// the authority when it does not (a handler that dropped it).
 		if id := query.Metadata.Get(watermillobs.CorrelationIDKey); bound.IsID(id) {
-			setIfAbsent(msg, watermillobs.CorrelationIDKey, id)
+			watermillobs.SetIfAbsent(msg, watermillobs.CorrelationIDKey, id)
 		}
 		if bound.IsID(query.UUID) {
-			setIfAbsent(msg, watermillobs.CausationIDKey, query.UUID)
+			watermillobs.SetIfAbsent(msg, watermillobs.CausationIDKey, query.UUID)
 		}
 		if n := query.Metadata.Get(watermillobs.NameKey); n != "" {
-			setIfAbsent(msg, watermillobs.NameKey, n)
+			watermillobs.SetIfAbsent(msg, watermillobs.NameKey, n)
 		}
 	}
 	i.injectMetadata(msg.Context(), msg)
-}
-
-// setIfAbsent sets key only when the metadata has no value for it.
-func setIfAbsent(msg *message.Message, key, value string) {
-	if value == "" {
-		return
-	}
-	if msg.Metadata == nil {
-		msg.Metadata = make(message.Metadata)
-	}
-	if _, ok := msg.Metadata[key]; !ok {
-		msg.Metadata[key] = value
-	}
 }
 
 // isQueryMessage reports whether requestreply marked msg as awaiting a
@@ -170,7 +157,7 @@ func refineKind(msg *message.Message, before string, query bool) {
 		}
 		msg.Metadata[watermillobs.MessageKindKey] = watermillobs.KindQuery
 	case kind == "":
-		setIfAbsent(msg, watermillobs.MessageKindKey, watermillobs.KindCommand)
+		watermillobs.SetIfAbsent(msg, watermillobs.MessageKindKey, watermillobs.KindCommand)
 	}
 }
 

@@ -50,8 +50,8 @@ func Correlation(opts ...Option) message.HandlerMiddleware {
 // stampProduced writes the correlation, causation and trace context of the
 // handler context ctx onto a message the handler returned.
 func stampProduced(ctx context.Context, prop propagation.TextMapPropagator, p *message.Message) {
-	setIfAbsent(p, CorrelationIDKey, hooks.CorrelationID(ctx))
-	setIfAbsent(p, CausationIDKey, hooks.CausationID(ctx))
+	SetIfAbsent(p, CorrelationIDKey, hooks.CorrelationID(ctx))
+	SetIfAbsent(p, CausationIDKey, hooks.CausationID(ctx))
 	_, userSet := p.Metadata[TraceparentKey]
 	tp := injectTrace(ctx, prop, p, "")
 	pctx := p.Context()

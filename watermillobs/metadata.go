@@ -75,9 +75,10 @@ func MessageType(msg *message.Message) string {
 	return "unknown"
 }
 
-// setIfAbsent sets key only when the metadata has no value for it, so that
-// user-set values win. It creates the map if needed.
-func setIfAbsent(msg *message.Message, key, value string) {
+// SetIfAbsent sets a metadata value unless the message already has one
+// for key, the rule of the metadata contract: values set by the user win.
+// An empty value is not set; a nil metadata map is created.
+func SetIfAbsent(msg *message.Message, key, value string) {
 	if value == "" {
 		return
 	}

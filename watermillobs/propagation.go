@@ -155,13 +155,13 @@ func stampMessage(ctx context.Context, prop propagation.TextMapPropagator, msg *
 			cid = hooks.NewCorrelationID()
 		}
 	}
-	setIfAbsent(msg, CorrelationIDKey, cid)
+	SetIfAbsent(msg, CorrelationIDKey, cid)
 	if id := hooks.CausationID(ctx); bound.IsID(id) {
-		setIfAbsent(msg, CausationIDKey, id)
+		SetIfAbsent(msg, CausationIDKey, id)
 	}
 	refinable, _ := msg.Context().Value(stampedTraceKey{}).(string)
 	injectTrace(ctx, prop, msg, refinable)
-	setIfAbsent(msg, PublishedAtKey, formatPublishedAt(now))
+	SetIfAbsent(msg, PublishedAtKey, formatPublishedAt(now))
 }
 
 // ExtractContext is [Propagation.Extract] with options resolved per call.
