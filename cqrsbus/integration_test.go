@@ -90,7 +90,10 @@ func runOrderFlow(t *testing.T) {
 		Publisher: watermillobs.NewPublisher(s.tr.pub,
 			watermillobs.WithTracerProvider(s.tp), watermillobs.WithPropagators(propagator())),
 		SubscriberConstructor: func(p requestreply.PubSubBackendSubscribeParams) (message.Subscriber, error) {
-			return testsvc.RedisSubscriber(t, s.topic("caller")), nil
+			// Replies are consumed outside the router: NewSubscriber gives
+			// them a receive span and their conversation in the context.
+			return watermillobs.NewSubscriber(testsvc.RedisSubscriber(t, s.topic("caller")),
+				watermillobs.WithTracerProvider(s.tp), watermillobs.WithPropagators(propagator())), nil
 		},
 		GeneratePublishTopic: func(p requestreply.PubSubBackendPublishParams) (string, error) {
 			return s.topic("replies." + string(p.OperationID)), nil
@@ -253,10 +256,20 @@ func runOrderFlow(t *testing.T) {
 			t.Errorf("span %q is in trace %s, want %s", sp.Name(), sp.SpanContext().TraceID(), traceID)
 		}
 	}
+	replyTopic := s.topic("replies." + reply.Metadata.Get(requestreply.OperationIDMetadataKey))
 	replySends := 0
 	for _, sp := range s.spans.Ended() {
-		if sp.Name() == "send "+s.topic("replies."+reply.Metadata.Get(requestreply.OperationIDMetadataKey)) {
+		if sp.Name() == "send "+replyTopic {
 			replySends++
+			receives := 0
+			for _, r := range s.spans.Ended() {
+				if r.Name() == "receive "+replyTopic && r.Parent().SpanID() == sp.SpanContext().SpanID() {
+					receives++
+				}
+			}
+			if receives != 1 {
+				t.Errorf("%d receive spans under the reply's send span, want 1", receives)
+			}
 		}
 	}
 	// The consumer of PlaceOrder continues the send span: the publisher
