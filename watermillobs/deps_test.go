@@ -39,6 +39,15 @@ func TestDependencies_backends_stay_optional(t *testing.T) {
 			t.Errorf("go list found no %s even in its backend package", f)
 		}
 	}
+	// Library code uses the OpenTelemetry API only; the SDK is for programs
+	// and tests.
+	for _, pkg := range []string{"watermillobs", "watermillobs/promobs", "watermillobs/sentryobs", "cqrsbus"} {
+		for _, dep := range strings.Fields(deps("github.com/cqrs-ddd/watermill-observability/" + pkg)) {
+			if strings.HasPrefix(dep, "go.opentelemetry.io/otel/sdk") {
+				t.Errorf("%s imports the OpenTelemetry SDK (%s)", pkg, dep)
+			}
+		}
+	}
 	for _, dep := range strings.Fields(deps("github.com/cqrs-ddd/watermill-observability/hooks")) {
 		first, _, _ := strings.Cut(dep, "/")
 		if strings.Contains(first, ".") && dep != "github.com/cqrs-ddd/watermill-observability/hooks" {
