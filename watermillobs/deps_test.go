@@ -6,9 +6,12 @@ import (
 	"testing"
 )
 
-// A program that imports only watermillobs must not link the Prometheus or
-// Sentry clients: they live in promobs and sentryobs.
-func TestDependencies_backends_stay_optional(t *testing.T) {
+// The dependency rules of the module, checked in one place: a program that
+// imports only watermillobs links neither the Prometheus nor the Sentry
+// client (they live in promobs and sentryobs); domain packages (cqrsbus)
+// link no backend at all; library code uses the OpenTelemetry API, never
+// the SDK; hooks is standard library only.
+func TestDependencyRules(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go list")
 	}
@@ -25,10 +28,12 @@ func TestDependencies_backends_stay_optional(t *testing.T) {
 	}
 	forbidden := []string{"github.com/prometheus/client_golang", "github.com/getsentry/sentry-go"}
 
-	core := deps("github.com/cqrs-ddd/watermill-observability/watermillobs")
-	for _, f := range forbidden {
-		if strings.Contains(core, f) {
-			t.Errorf("watermillobs links %s", f)
+	for _, pkg := range []string{"watermillobs", "cqrsbus"} {
+		list := deps("github.com/cqrs-ddd/watermill-observability/" + pkg)
+		for _, f := range forbidden {
+			if strings.Contains(list, f) {
+				t.Errorf("%s links %s", pkg, f)
+			}
 		}
 	}
 	// The check itself works: the backends do link them.

@@ -1,7 +1,6 @@
 package watermillobs_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -74,13 +73,8 @@ func TestInstrument_nil_router(t *testing.T) {
 
 func TestInstrument_recommended_set(t *testing.T) {
 	rec, _, opts := newTracing(t)
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	logger := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return logs.Write(p)
-	}), nil))
+	var logs loggingBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
 	reg := hooks.NewRegistry()
 	var consumed []string
 	var consumedMu sync.Mutex
@@ -169,8 +163,6 @@ func TestInstrument_recommended_set(t *testing.T) {
 	}
 	consumedMu.Unlock()
 
-	logMu.Lock()
-	defer logMu.Unlock()
 	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
 	if len(lines) != 2 {
 		t.Fatalf("%d log lines, want one per handled message:\n%s", len(lines), logs.String())
@@ -192,7 +184,3 @@ func TestInstrument_recommended_set(t *testing.T) {
 		t.Errorf("duration_ms = %v, want a number", first["duration_ms"])
 	}
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

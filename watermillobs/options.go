@@ -2,6 +2,7 @@ package watermillobs
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -53,6 +54,15 @@ func newConfig(opts []Option) config {
 
 func (c *config) tracer() trace.Tracer {
 	return c.TracerProvider.Tracer(ScopeName, trace.WithInstrumentationVersion(Version))
+}
+
+// messagingSystem returns the WithMessagingSystem value, else the system
+// guessed from the Go type of the wrapped publisher or subscriber.
+func (c *config) messagingSystem(pubsub any) string {
+	if c.MessagingSystem != "" {
+		return c.MessagingSystem
+	}
+	return messagingSystem(fmt.Sprintf("%T", pubsub))
 }
 
 func (c *config) logger() *slog.Logger {

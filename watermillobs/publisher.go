@@ -3,7 +3,6 @@ package watermillobs
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -50,16 +49,12 @@ type Publisher struct {
 // hook operations. pub must not be nil.
 func NewPublisher(pub message.Publisher, opts ...Option) *Publisher {
 	c := newConfig(opts)
-	system := c.MessagingSystem
-	if system == "" {
-		system = messagingSystem(fmt.Sprintf("%T", pub))
-	}
 	return &Publisher{
 		pub:      pub,
 		tracer:   c.tracer(),
 		prop:     c.Propagators,
 		registry: c.Registry,
-		system:   system,
+		system:   c.messagingSystem(pub),
 		now:      time.Now,
 		onPanic:  pipelinePanics(c.Logger),
 	}

@@ -3,7 +3,6 @@ package watermillobs
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
@@ -43,16 +42,12 @@ type Subscriber struct {
 // must not be nil.
 func NewSubscriber(sub message.Subscriber, opts ...Option) *Subscriber {
 	c := newConfig(opts)
-	system := c.MessagingSystem
-	if system == "" {
-		system = messagingSystem(fmt.Sprintf("%T", sub))
-	}
 	return &Subscriber{
 		sub:     sub,
 		prop:    NewPropagation(opts...),
 		tracer:  c.tracer(),
 		onPanic: pipelinePanics(c.Logger),
-		system:  system,
+		system:  c.messagingSystem(sub),
 		names:   spans.Names{Build: func(topic string) string { return spanName("receive", topic) }},
 		kind:    []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)},
 	}
