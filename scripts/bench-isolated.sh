@@ -6,9 +6,14 @@
 #
 #   scripts/bench-isolated.sh PKG BENCH ROUNDS BENCHTIME VARIANT...
 #
-# RATIOS="a/b c/d" prints (median(a) - median(base)) / (median(b) - median(base))
-# for each pair, where base is the first VARIANT. Raw `go test` output is
-# kept in $BENCH_OUT (default: a temporary file) for benchstat.
+# RATIOS="a/b c/d" prints, for each pair, the overhead ratio
+# (a - base) / (b - base), where base is the first VARIANT: once from the
+# per-variant medians and once as the median of the per-round ratios. Rounds
+# alternate the variant order (forward, then backward), so that a machine
+# that speeds up or slows down during a round does not favour one variant;
+# the per-round ratio pairs runs made seconds apart and is the figure to
+# trust on a noisy machine. Raw `go test` output is kept in $BENCH_OUT
+# (default: a temporary file) for benchstat.
 set -euo pipefail
 
 pkg=$1 bench=$2 rounds=$3 benchtime=$4
@@ -21,7 +26,12 @@ trap 'rm -f "$bin"' EXIT
 go test -c -o "$bin" "$pkg"
 : >"$out"
 for ((r = 1; r <= rounds; r++)); do
-	for v in "${variants[@]}"; do
+	order=("${variants[@]}")
+	if ((r % 2 == 0)); then
+		order=()
+		for ((i = ${#variants[@]} - 1; i >= 0; i--)); do order+=("${variants[i]}"); done
+	fi
+	for v in "${order[@]}"; do
 		(cd "$(go list -f '{{.Dir}}' "$pkg")" && "$bin" -test.run '^$' -test.bench "^${bench}/${v}\$" \
 			-test.benchmem -test.cpu 1 -test.benchtime "$benchtime" -test.count 1) |
 			grep "^${bench}/" >>"$out"
@@ -50,6 +60,14 @@ awk -v base="${variants[0]}" -v ratios="${RATIOS:-}" '
 		m = split(ratios, rs, " ")
 		for (i = 1; i <= m; i++) {
 			split(rs[i], q, "/")
-			printf "overhead ratio %s / %s = %.2f\n", q[1], q[2], (med[q[1]] - med[base]) / (med[q[2]] - med[base])
+			delete s
+			c = 0
+			for (r = 1; r <= n[base] && r <= n[q[1]] && r <= n[q[2]]; r++) {
+				d = t[q[2], r] - t[base, r]
+				if (d > 0) s[++c] = (t[q[1], r] - t[base, r]) / d
+			}
+			for (r = 2; r <= c; r++) { x = s[r]; for (j = r - 1; j >= 1 && s[j] > x; j--) s[j + 1] = s[j]; s[j + 1] = x }
+			pr = c == 0 ? "n/a" : sprintf("%.2f", c % 2 ? s[(c + 1) / 2] : (s[c / 2] + s[c / 2 + 1]) / 2)
+			printf "overhead ratio %s / %s = %.2f (medians), %s (median of %d per-round ratios)\n", q[1], q[2], (med[q[1]] - med[base]) / (med[q[2]] - med[base]), pr, c
 		}
 	}' "$out"

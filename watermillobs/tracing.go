@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -14,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/growstack"
 	"github.com/cqrs-ddd/watermill-observability/internal/spans"
 )
 
@@ -44,8 +46,8 @@ func Tracing(opts ...Option) message.HandlerMiddleware {
 		now:       time.Now,
 		onPanic:   pipelinePanics(c.Logger),
 		childOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)},
-		names:     spans.Names{Build: func(topic string) string { return spanName("process", topic) }},
 	}
+	t.sites.Build = t.newSite
 	return t.middleware
 }
 
@@ -60,7 +62,10 @@ type consumerTracer struct {
 	onPanic   spans.PanicFunc
 	// childOpts are the start options of the common case, built once.
 	childOpts []trace.SpanStartOption
-	names     spans.Names
+	sites     spans.Cache[siteKey, *consumerSite]
+	// recording is whether the last span started was recording: only then
+	// is the span start deep enough to be worth growing the stack first.
+	recording atomic.Bool
 }
 
 func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
@@ -68,6 +73,9 @@ func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
 	// handler runs, and a deep stack makes the runtime grow (copy) the
 	// goroutine's stack. The span work lives in begin and its own frames.
 	return func(msg *message.Message) (produced []*message.Message, err error) {
+		if t.recording.Load() {
+			_ = growstack.Grow()
+		}
 		spanCtx, span := t.begin(msg)
 		msg.SetContext(spanCtx)
 		defer func() {
@@ -85,10 +93,42 @@ func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
 	}
 }
 
+// siteKey identifies where a message is consumed: its spans share a name
+// and most attributes.
+type siteKey struct {
+	topic, handler, subscriber string
+}
+
+// consumerSite is what the spans of one site share, built once.
+type consumerSite struct {
+	name  string
+	attrs []attribute.KeyValue
+}
+
+func (t *consumerTracer) newSite(k siteKey) *consumerSite {
+	attrs := []attribute.KeyValue{
+		semconv.MessagingSystemKey.String(t.systemFor(k.subscriber)),
+		semconv.MessagingDestinationName(bound.String(k.topic, bound.Attribute)),
+		processOperationName,
+		semconv.MessagingOperationTypeProcess,
+	}
+	if t.group != "" {
+		attrs = append(attrs, semconv.MessagingConsumerGroupName(bound.String(t.group, bound.Attribute)))
+	}
+	if k.handler != "" {
+		attrs = append(attrs, HandlerNameKey.String(bound.String(k.handler, bound.Attribute)))
+	}
+	return &consumerSite{name: spanName("process", k.topic), attrs: attrs}
+}
+
 // begin starts the consumer span of msg.
 func (t *consumerTracer) begin(msg *message.Message) (context.Context, trace.Span) {
 	ctx := msg.Context()
-	topic := message.SubscribeTopicFromCtx(ctx)
+	site := t.sites.Get(siteKey{
+		topic:      message.SubscribeTopicFromCtx(ctx),
+		handler:    message.HandlerNameFromCtx(ctx),
+		subscriber: message.SubscriberNameFromCtx(ctx),
+	})
 	parent := t.ext.extract(ctx, msg.Metadata)
 	startOpts := t.childOpts
 	if remote, ok := remoteSpanContext(parent); ok && t.linked(msg) {
@@ -96,10 +136,14 @@ func (t *consumerTracer) begin(msg *message.Message) (context.Context, trace.Spa
 	}
 	// Attributes are set after the start so that unsampled spans cost no
 	// attribute work; samplers decide on name, kind, parent and links.
-	spanCtx, span := spans.Start(parent, t.tracer, t.onPanic, t.names.Get(topic), startOpts...)
-	if span.IsRecording() {
+	spanCtx, span := spans.Start(parent, t.tracer, t.onPanic, site.name, startOpts...)
+	recording := span.IsRecording()
+	if t.recording.Load() != recording {
+		t.recording.Store(recording)
+	}
+	if recording {
 		buf := attrPool.Get().(*[]attribute.KeyValue)
-		attrs := t.appendAttributes((*buf)[:0], ctx, msg, topic)
+		attrs := t.appendAttributes((*buf)[:0], ctx, msg, site)
 		span.SetAttributes(attrs...) // the SDK copies them
 		putAttrs(buf, attrs)
 	}
@@ -116,23 +160,12 @@ func (t *consumerTracer) panicked(ctx context.Context, span trace.Span, v any) {
 // appendAttributes appends the consumer span's attributes to attrs: the
 // context fields first, so that the semantic-convention attributes win a
 // clash.
-func (t *consumerTracer) appendAttributes(attrs []attribute.KeyValue, ctx context.Context, msg *message.Message, topic string) []attribute.KeyValue {
+func (t *consumerTracer) appendAttributes(attrs []attribute.KeyValue, ctx context.Context, msg *message.Message, site *consumerSite) []attribute.KeyValue {
 	attrs = hookAppendAttrs(attrs, "", Fields(ctx))
-	attrs = append(attrs,
-		semconv.MessagingSystemKey.String(t.systemFor(message.SubscriberNameFromCtx(ctx))),
-		semconv.MessagingDestinationName(bound.String(topic, bound.Attribute)),
-		processOperationName,
-		semconv.MessagingOperationTypeProcess,
-		semconv.MessagingMessageID(bound.String(msg.UUID, bound.Attribute)),
-	)
+	attrs = append(attrs, site.attrs...)
+	attrs = append(attrs, semconv.MessagingMessageID(bound.String(msg.UUID, bound.Attribute)))
 	if cid := CorrelationID(msg); cid != "" {
 		attrs = append(attrs, semconv.MessagingMessageConversationID(cid))
-	}
-	if t.group != "" {
-		attrs = append(attrs, semconv.MessagingConsumerGroupName(t.group))
-	}
-	if hn := message.HandlerNameFromCtx(ctx); hn != "" {
-		attrs = append(attrs, HandlerNameKey.String(bound.String(hn, bound.Attribute)))
 	}
 	return attrs
 }

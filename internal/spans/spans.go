@@ -41,37 +41,40 @@ func End(ctx context.Context, span trace.Span, onPanic PanicFunc) {
 	span.End()
 }
 
-// maxNames bounds a Names cache; keys past it get their name built every
-// time.
-const maxNames = 1024
+// maxCached bounds a Cache; keys past it get their value built every time.
+const maxCached = 1024
 
-// Names caches span names built from a key (a topic, a message type), so
-// that the per-message path does not build the same string again. Keys are
-// few per process; the cache stops growing at 1024.
-type Names struct {
-	// Build makes the name of a key. It is required.
-	Build func(key string) string
+// Cache keeps values built from a key (a topic, a message type, a handler),
+// so that the per-message path does not build the same span name or
+// attribute set again. Keys are few per process; the cache stops growing at
+// 1024 entries.
+type Cache[K comparable, V any] struct {
+	// Build makes the value of a key. It is required.
+	Build func(key K) V
 
-	mu    sync.RWMutex
-	names map[string]string
+	mu     sync.RWMutex
+	values map[K]V
 }
 
-// Get returns the name for key.
-func (n *Names) Get(key string) string {
-	n.mu.RLock()
-	name, ok := n.names[key]
-	n.mu.RUnlock()
+// Get returns the value for key.
+func (c *Cache[K, V]) Get(key K) V {
+	c.mu.RLock()
+	v, ok := c.values[key]
+	c.mu.RUnlock()
 	if ok {
-		return name
+		return v
 	}
-	name = n.Build(key)
-	n.mu.Lock()
-	if n.names == nil {
-		n.names = make(map[string]string)
+	v = c.Build(key)
+	c.mu.Lock()
+	if c.values == nil {
+		c.values = make(map[K]V)
 	}
-	if len(n.names) < maxNames {
-		n.names[key] = name
+	if len(c.values) < maxCached {
+		c.values[key] = v
 	}
-	n.mu.Unlock()
-	return name
+	c.mu.Unlock()
+	return v
 }
+
+// Names caches span names built from a key.
+type Names = Cache[string, string]
