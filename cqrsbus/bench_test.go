@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
@@ -143,3 +145,67 @@ func benchService(b *testing.B, mode string) (func(context.Context, any) error, 
 	}
 	return send, done
 }
+
+// BenchmarkCommandSendHandleInterleaved runs plain, hooks_disabled and
+// hooks_registered_off in one process, taking turns of a few milliseconds
+// (interleaveWindows windows of benchWindow commands each), and reports
+// each variant's time per command and the overhead over plain. On a machine
+// whose speed drifts over seconds (a shared virtual machine), separate runs
+// compare one variant's fast phase with another's slow one; taking turns
+// gives every variant the same share of every phase. full is left out: its
+// garbage would be collected during the others' turns.
+func BenchmarkCommandSendHandleInterleaved(b *testing.B) {
+	modes := []string{"plain", "hooks_disabled", "hooks_registered_off"}
+	type service struct {
+		send func(context.Context, any) error
+		done <-chan struct{}
+	}
+	services := make([]service, len(modes))
+	for i, mode := range modes {
+		send, done := benchService(b, mode)
+		services[i] = service{send, done}
+	}
+	ctx := context.Background()
+	cmd := &PlaceOrder{OrderID: "42"}
+	turn := func(s service) {
+		for range interleaveWindows {
+			for range benchWindow {
+				if err := s.send(ctx, cmd); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for range benchWindow {
+				<-s.done
+			}
+		}
+	}
+	for _, s := range services {
+		turn(s) // warm up caches and the processors' subscriptions
+	}
+	const perTurn = interleaveWindows * benchWindow
+	elapsed := make([]time.Duration, len(services))
+	runtime.GC()
+	b.ResetTimer()
+	for sent := 0; sent < b.N; sent += perTurn {
+		for i, s := range services {
+			start := time.Now()
+			turn(s)
+			elapsed[i] += time.Since(start)
+		}
+	}
+	b.StopTimer()
+	n := float64(max(b.N, perTurn))
+	perCmd := make([]float64, len(modes))
+	for i, mode := range modes {
+		perCmd[i] = float64(elapsed[i].Nanoseconds()) / n
+		b.ReportMetric(perCmd[i], mode+"_ns/cmd")
+	}
+	for i := 1; i < len(modes); i++ {
+		b.ReportMetric(100*(perCmd[i]-perCmd[0])/perCmd[0], modes[i]+"_%_over_plain")
+	}
+	b.ReportMetric(0, "ns/op") // per-variant figures above; the op is a round of all
+}
+
+// interleaveWindows is how many windows of commands a variant sends per
+// turn in BenchmarkCommandSendHandleInterleaved.
+const interleaveWindows = 4

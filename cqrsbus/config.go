@@ -79,7 +79,7 @@ type Instrumentation struct {
 func New(config Config) *Instrumentation {
 	config.setDefaults()
 	return &Instrumentation{
-		tracer:    config.TracerProvider.Tracer(ScopeName, trace.WithInstrumentationVersion(watermillobs.Version)),
+		tracer:    spans.NewTracer(config.TracerProvider, ScopeName, trace.WithInstrumentationVersion(watermillobs.Version)),
 		registry:  config.Registry,
 		logger:    config.Logger,
 		prop:      watermillobs.NewPropagation(watermillobs.WithPropagators(config.Propagator)),

@@ -46,8 +46,11 @@ const (
 // Span attributes built once.
 var (
 	outcomeSuccess = OutcomeKey.String(watermillobs.OutcomeSuccess)
-	outcomeError   = OutcomeKey.String(watermillobs.OutcomeError)
-	errorTypePanic = semconv.ErrorTypeKey.String("panic")
+	// outcomeSuccessAttrs is passed as it is: a variadic call through the
+	// span interface would allocate a new slice per message.
+	outcomeSuccessAttrs = []attribute.KeyValue{outcomeSuccess}
+	outcomeError        = OutcomeKey.String(watermillobs.OutcomeError)
+	errorTypePanic      = semconv.ErrorTypeKey.String("panic")
 )
 
 // OnCommandHandle returns a cqrs.CommandProcessorConfig.OnHandle function
@@ -225,7 +228,7 @@ func handle[P any](i *Instrumentation, msg *message.Message, h handling, p P, ca
 		// fmt recovers from a panicking Error method; err.Error() would not.
 		span.SetStatus(codes.Error, bound.String(fmt.Sprint(err), bound.Error))
 	} else {
-		span.SetAttributes(outcomeSuccess)
+		span.SetAttributes(outcomeSuccessAttrs...)
 	}
 	spans.End(ctx, span, i.recovered)
 	return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"math/rand/v2"
 )
 
@@ -32,13 +33,37 @@ func NewCorrelationID() string {
 	return string(s[:])
 }
 
-// The two IDs share one context value: handing both to a handler costs one
-// context node instead of two.
+// The two IDs share one context node, which holds them itself: handing
+// both to a handler costs one allocation, where context.WithValue would
+// take two (the node and the boxed value).
+type varsCtx struct {
+	context.Context
+	vars Vars
+}
+
+// Value returns the node's IDs for correlationKey and asks the parent
+// otherwise.
+func (c *varsCtx) Value(key any) any {
+	if key == correlationKey {
+		return &c.vars
+	}
+	return c.Context.Value(key)
+}
+
+// String names the node for context's own String output.
+func (c *varsCtx) String() string {
+	return fmt.Sprintf("%v.WithCorrelation(%q, %q)", c.Context, c.vars.CorrelationID, c.vars.CausationID)
+}
+
 func vars(ctx context.Context) Vars {
 	if v, ok := ctx.Value(correlationKey).(*Vars); ok {
 		return *v
 	}
 	return Vars{}
+}
+
+func withVars(ctx context.Context, v Vars) context.Context {
+	return &varsCtx{Context: ctx, vars: v}
 }
 
 // WithCorrelationID returns a context carrying the correlation ID: the ID
@@ -47,7 +72,7 @@ func vars(ctx context.Context) Vars {
 func WithCorrelationID(ctx context.Context, id string) context.Context {
 	v := vars(ctx)
 	v.CorrelationID = id
-	return context.WithValue(ctx, correlationKey, &v)
+	return withVars(ctx, v)
 }
 
 // CorrelationID returns the correlation ID carried by ctx, or "".
@@ -60,7 +85,7 @@ func CorrelationID(ctx context.Context) string {
 func WithCausationID(ctx context.Context, id string) context.Context {
 	v := vars(ctx)
 	v.CausationID = id
-	return context.WithValue(ctx, correlationKey, &v)
+	return withVars(ctx, v)
 }
 
 // CausationID returns the causation ID carried by ctx, or "".
@@ -94,5 +119,5 @@ func Restore(ctx context.Context, v Vars) context.Context {
 	if v == cur {
 		return ctx
 	}
-	return context.WithValue(ctx, correlationKey, &v)
+	return withVars(ctx, v)
 }

@@ -616,6 +616,33 @@ func TestCorrelation_snapshot_restore_across_goroutines(t *testing.T) {
 	}
 }
 
+func TestRestore_one_allocation_and_a_transparent_context(t *testing.T) {
+	type key struct{}
+	parent, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "outer"))
+	v := hooks.Vars{CorrelationID: "corr-1", CausationID: "msg-7"}
+	if n := testing.AllocsPerRun(100, func() { _ = hooks.Restore(parent, v) }); n != 1 && !raceEnabled {
+		t.Errorf("Restore allocates %v times, want 1", n)
+	}
+	ctx := hooks.Restore(parent, v)
+	if ctx.Value(key{}) != "outer" {
+		t.Error("values of the parent context are hidden")
+	}
+	child, cancelChild := context.WithCancel(ctx)
+	defer cancelChild()
+	cancel()
+	select {
+	case <-child.Done():
+	case <-time.After(time.Second):
+		t.Fatal("cancelling the parent did not reach a context derived from the restored one")
+	}
+	if !errors.Is(child.Err(), context.Canceled) {
+		t.Errorf("child error %v", child.Err())
+	}
+	if s := fmt.Sprint(ctx); !strings.Contains(s, "corr-1") || !strings.Contains(s, "WithCancel") {
+		t.Errorf("context string %q names neither the IDs nor the parent", s)
+	}
+}
+
 // syncBuffer is a bytes.Buffer safe for the background logging of Notify.
 type syncBuffer struct {
 	mu sync.Mutex

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/internal/spans"
 )
 
 // config holds the resolved options. Constructors resolve it once and copy
@@ -53,7 +54,7 @@ func newConfig(opts []Option) config {
 }
 
 func (c *config) tracer() trace.Tracer {
-	return c.TracerProvider.Tracer(ScopeName, trace.WithInstrumentationVersion(Version))
+	return spans.NewTracer(c.TracerProvider, ScopeName, trace.WithInstrumentationVersion(Version))
 }
 
 // messagingSystem returns the WithMessagingSystem value, else the system

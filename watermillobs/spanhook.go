@@ -27,6 +27,9 @@ const hookSliceMax = 64
 // Attributes the span hook sets when the operation returns.
 var (
 	hookOutcomeSuccess = attribute.String("outcome", OutcomeSuccess)
+	// hookSuccessAttrs is passed as it is: a variadic call through the span
+	// interface would allocate a new slice per operation.
+	hookSuccessAttrs   = []attribute.KeyValue{hookOutcomeSuccess}
 	hookOutcomeError   = attribute.String("outcome", OutcomeError)
 	hookErrorTypePanic = semconv.ErrorTypeKey.String("panic")
 )
@@ -104,7 +107,7 @@ func (h *spanHook) Around(ctx context.Context, op hooks.Operation, next hooks.Ne
 		return err
 	}
 	if err == nil {
-		span.SetAttributes(hookOutcomeSuccess)
+		span.SetAttributes(hookSuccessAttrs...)
 		return nil
 	}
 	span.SetAttributes(hookOutcomeError, hookErrorType(err))

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"go.opentelemetry.io/otel/trace"
+	noopTP "go.opentelemetry.io/otel/trace/noop"
 )
 
 // PanicFunc reports a panic recovered from the tracing pipeline; what
@@ -17,10 +18,25 @@ type PanicFunc func(ctx context.Context, what string, v any)
 // noop stands in for a span the SDK failed to start.
 var noop = trace.SpanFromContext(context.Background())
 
+// NewTracer returns the tracer of tp for scope, or nil when tp is the
+// OpenTelemetry no-op provider (trace/noop): [Start] then returns ctx as it
+// is, sparing the context node that a no-op span costs per call. The trace
+// context already in ctx propagates either way.
+func NewTracer(tp trace.TracerProvider, scope string, opts ...trace.TracerOption) trace.Tracer {
+	if _, ok := tp.(noopTP.TracerProvider); ok {
+		return nil
+	}
+	return tp.Tracer(scope, opts...)
+}
+
 // Start starts a span. A panic inside the tracing pipeline (a broken span
 // processor or sampler) is passed to onPanic and yields a non-recording
-// span, so the caller goes on as if uninstrumented.
+// span, so the caller goes on as if uninstrumented. A nil tracer (see
+// [NewTracer]) yields ctx and a non-recording span.
 func Start(ctx context.Context, tracer trace.Tracer, onPanic PanicFunc, name string, opts ...trace.SpanStartOption) (spanCtx context.Context, span trace.Span) {
+	if tracer == nil {
+		return ctx, noop
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			onPanic(ctx, "start span", v)

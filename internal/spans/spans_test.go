@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/spans"
 )
@@ -60,5 +62,29 @@ func TestNames(t *testing.T) {
 	n.Get("1999") // past the cap: built again, not cached
 	if builds != before+1 {
 		t.Errorf("keys past the cap are cached")
+	}
+}
+
+func TestNewTracer_noop_provider_costs_nothing(t *testing.T) {
+	tracer := spans.NewTracer(noop.NewTracerProvider(), "scope")
+	parent := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled,
+	}))
+	onPanic := func(context.Context, string, any) { t.Error("no panic expected") }
+	ctx, span := spans.Start(parent, tracer, onPanic, "op")
+	if ctx != parent {
+		t.Error("a no-op provider changed the context")
+	}
+	if span.IsRecording() || span.SpanContext().IsValid() {
+		t.Error("a no-op provider gave a live span")
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = spans.Start(parent, tracer, onPanic, "op") }); n != 0 {
+		t.Errorf("Start with a no-op provider allocates %v times", n)
+	}
+
+	sdk := sdktrace.NewTracerProvider()
+	defer func() { _ = sdk.Shutdown(context.Background()) }()
+	if _, span := spans.Start(parent, spans.NewTracer(sdk, "scope"), onPanic, "op"); !span.IsRecording() {
+		t.Error("an SDK provider gave a span that does not record")
 	}
 }
