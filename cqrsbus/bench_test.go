@@ -27,6 +27,9 @@ import (
 // handled by a CommandProcessor on gochannel, end to end:
 //
 //   - plain: Watermill's bus and processor, nothing of this module;
+//   - plain_with_contract: plain, with an OnSend that writes the metadata
+//     values cqrsbus adds (message_kind, correlation_id, published_at) as
+//     constants: the cost of carrying them, apart from making them;
 //   - hooks_disabled: the cqrsbus wrapper, OnSend and OnHandle chained, a
 //     no-op TracerProvider and a registry with no hook (the cost a service
 //     pays with the instrumentation compiled in but nothing observing);
@@ -37,7 +40,7 @@ import (
 //     (correlation, tracing, logging to io.Discard, promobs) on the router
 //     and NewPublisher on the bus's publisher.
 func BenchmarkCommandSendHandle(b *testing.B) {
-	for _, mode := range []string{"plain", "hooks_disabled", "hooks_registered_off", "full"} {
+	for _, mode := range []string{"plain", "plain_with_contract", "hooks_disabled", "hooks_registered_off", "full"} {
 		b.Run(mode, func(b *testing.B) {
 			send, done := benchService(b, mode)
 			ctx := context.Background()
@@ -64,6 +67,16 @@ func BenchmarkCommandSendHandle(b *testing.B) {
 			}
 		})
 	}
+}
+
+// contractMetadata is what cqrsbus stamps on a command that plain
+// Watermill does not carry, as constants: plain_with_contract shows what
+// carrying these bytes through the publisher, the gochannel copy and the
+// router costs, apart from making them.
+var contractMetadata = map[string]string{
+	watermillobs.MessageKindKey:   watermillobs.KindCommand,
+	watermillobs.CorrelationIDKey: "c5a0c1a2-aaaa-4bbb-8ccc-123456789012",
+	watermillobs.PublishedAtKey:   "2026-11-25T02:12:00.123456789Z",
 }
 
 // benchWindow is the number of commands in flight in the benchmark.
@@ -114,6 +127,14 @@ func benchService(b *testing.B, mode string) (func(context.Context, any) error, 
 		},
 		Marshaler: marshaler,
 	}
+	if mode == "plain_with_contract" {
+		cbc.OnSend = func(p cqrs.CommandBusOnSendParams) error {
+			for k, v := range contractMetadata {
+				p.Message.Metadata[k] = v
+			}
+			return nil
+		}
+	}
 	if obs != nil {
 		obs.InstrumentCommandBusConfig(&cbc)
 		obs.InstrumentCommandProcessorConfig(&cpc)
@@ -146,16 +167,16 @@ func benchService(b *testing.B, mode string) (func(context.Context, any) error, 
 	return send, done
 }
 
-// BenchmarkCommandSendHandleInterleaved runs plain, hooks_disabled and
-// hooks_registered_off in one process, taking turns of a few milliseconds
-// (interleaveWindows windows of benchWindow commands each), and reports
-// each variant's time per command and the overhead over plain. On a machine
+// BenchmarkCommandSendHandleInterleaved runs plain, plain_with_contract,
+// hooks_disabled and hooks_registered_off in one process, taking turns of a
+// few milliseconds (interleaveWindows windows of benchWindow commands each),
+// and reports each variant's time per command and its overhead over plain. On a machine
 // whose speed drifts over seconds (a shared virtual machine), separate runs
 // compare one variant's fast phase with another's slow one; taking turns
 // gives every variant the same share of every phase. full is left out: its
 // garbage would be collected during the others' turns.
 func BenchmarkCommandSendHandleInterleaved(b *testing.B) {
-	modes := []string{"plain", "hooks_disabled", "hooks_registered_off"}
+	modes := []string{"plain", "plain_with_contract", "hooks_disabled", "hooks_registered_off"}
 	type service struct {
 		send func(context.Context, any) error
 		done <-chan struct{}

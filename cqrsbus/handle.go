@@ -342,7 +342,7 @@ func (i *Instrumentation) restore(msg *message.Message) (ctx context.Context) {
 			i.recovered(ctx, "restore context", v)
 		}
 	}()
-	if hooks.CausationID(ctx) == msg.UUID && hooks.CorrelationID(ctx) != "" {
+	if v := hooks.Snapshot(ctx); v.CausationID == msg.UUID && v.CorrelationID != "" {
 		return ctx
 	}
 	if sc := trace.SpanContextFromContext(ctx); !sc.IsValid() || sc.IsRemote() {

@@ -161,7 +161,9 @@ func stampMessage(ctx context.Context, prop propagation.TextMapPropagator, msg *
 	}
 	refinable, _ := msg.Context().Value(stampedTraceKey{}).(string)
 	injectTrace(ctx, prop, msg, refinable)
-	SetIfAbsent(msg, PublishedAtKey, formatPublishedAt(now))
+	if _, ok := msg.Metadata[PublishedAtKey]; !ok {
+		msg.Metadata[PublishedAtKey] = formatPublishedAt(now)
+	}
 }
 
 // ExtractContext is [Propagation.Extract] with options resolved per call.
