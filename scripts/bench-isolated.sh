@@ -68,6 +68,8 @@ awk -v base="${variants[0]}" -v ratios="${RATIOS:-}" '
 			}
 			for (r = 2; r <= c; r++) { x = s[r]; for (j = r - 1; j >= 1 && s[j] > x; j--) s[j + 1] = s[j]; s[j + 1] = x }
 			pr = c == 0 ? "n/a" : sprintf("%.2f", c % 2 ? s[(c + 1) / 2] : (s[c / 2] + s[c / 2 + 1]) / 2)
-			printf "overhead ratio %s / %s = %.2f (medians), %s (median of %d per-round ratios)\n", q[1], q[2], (med[q[1]] - med[base]) / (med[q[2]] - med[base]), pr, c
+			dm = med[q[2]] - med[base]
+			mr = dm > 0 ? sprintf("%.2f", (med[q[1]] - med[base]) / dm) : "n/a"
+			printf "overhead ratio %s / %s = %s (medians), %s (median of %d per-round ratios)\n", q[1], q[2], mr, pr, c
 		}
 	}' "$out"

@@ -72,10 +72,9 @@ func newBenchRouter(b *testing.B, setup func(b *testing.B, r *message.Router)) *
 	return br
 }
 
-// publish publishes messages first to first+n-1 and waits until all are
-// handled.
-func (br *benchRouter) publish(b *testing.B, first, n int) {
-	for i := first; i < first+n; i++ {
+// publish publishes n messages and waits until all are handled.
+func (br *benchRouter) publish(b *testing.B, n int) {
+	for i := range n {
 		msg := message.NewMessage(strconv.Itoa(i), br.payload)
 		for k, v := range br.md {
 			msg.Metadata[k] = v
@@ -96,7 +95,7 @@ func benchmarkRouter(b *testing.B, setup func(b *testing.B, r *message.Router)) 
 	runtime.GC()
 	b.ReportAllocs()
 	b.ResetTimer()
-	br.publish(b, 0, b.N)
+	br.publish(b, b.N)
 	b.StopTimer()
 }
 
@@ -223,61 +222,12 @@ var routerVariants = []struct {
 	}},
 }
 
-// BenchmarkRouter runs each variant on its own; with
-// scripts/bench-isolated.sh each runs in its own process. It gives the
-// allocations per message.
+// BenchmarkRouter runs each variant on its own; run it with
+// scripts/bench-isolated.sh, which starts a process per variant.
 func BenchmarkRouter(b *testing.B) {
 	for _, v := range routerVariants {
 		b.Run(v.name, func(b *testing.B) { benchmarkRouter(b, v.setup) })
 	}
-}
-
-// interleaveBatch is how many messages a variant handles before the next
-// variant's turn in BenchmarkRouterInterleaved: a few milliseconds.
-const interleaveBatch = 200
-
-// BenchmarkRouterInterleaved runs every variant in one process, taking
-// turns in batches of a few milliseconds, and reports each variant's time
-// per message and the overhead ratios the targets are stated in. On a
-// machine whose speed drifts by tens of percent over seconds (a shared
-// virtual machine), back-to-back runs compare one variant's fast phase with
-// another's slow one; taking turns gives every variant the same share of
-// every phase. All routers share one heap, so a variant's garbage can be
-// collected during another's turn; the variants compared allocate within a
-// few percent of each other (BenchmarkRouter's B/op), so that error is small.
-func BenchmarkRouterInterleaved(b *testing.B) {
-	routers := make([]*benchRouter, len(routerVariants))
-	for i, v := range routerVariants {
-		routers[i] = newBenchRouter(b, v.setup)
-		defer routers[i].stop()
-	}
-	elapsed := make([]time.Duration, len(routers))
-	// Warm up: the first messages of a router build its caches.
-	for _, br := range routers {
-		br.publish(b, 0, interleaveBatch)
-	}
-	runtime.GC()
-	b.ResetTimer()
-	for done := 0; done < b.N; done += interleaveBatch {
-		for i, br := range routers {
-			start := time.Now()
-			br.publish(b, done, interleaveBatch)
-			elapsed[i] += time.Since(start)
-		}
-	}
-	b.StopTimer()
-	n := float64(max(b.N, interleaveBatch))
-	perMsg := make(map[string]float64, len(routers))
-	for i, v := range routerVariants {
-		perMsg[v.name] = float64(elapsed[i].Nanoseconds()) / n
-		b.ReportMetric(perMsg[v.name], v.name+"_ns/msg")
-	}
-	overhead := func(v string) float64 { return perMsg[v] - perMsg["bare"] }
-	b.ReportMetric(overhead("promobs")/overhead("watermill_metrics"), "promobs/watermill_metrics")
-	b.ReportMetric(overhead("tracing")/overhead("minimal_span"), "tracing/minimal_span")
-	b.ReportMetric(overhead("tracing")/overhead("propagating_span"), "tracing/propagating_span")
-	b.ReportMetric(overhead("propagating_span")/overhead("minimal_span"), "propagating_span/minimal_span")
-	b.ReportMetric(0, "ns/op") // per-variant figures above; the op is a round of all
 }
 
 // BenchmarkSpanCost breaks a consumer span down into what Tracing and the
