@@ -191,7 +191,11 @@ func handle[P any](i *Instrumentation, msg *message.Message, h handling, p P, ca
 	// the router's context, not this call's ended span.
 	orig := msg.Context()
 	ctx := i.restore(msg)
-	ctx, span := spans.Start(ctx, i.tracer, i.recovered, i.names.Get(typ), i.startOpts...)
+	name := ""
+	if i.tracer != nil { // nil for a no-op provider: no span, no name
+		name = i.names.Get(typ)
+	}
+	ctx, span := spans.Start(ctx, i.tracer, i.recovered, name, i.startOpts...)
 	if span.IsRecording() {
 		attrs := make([]attribute.KeyValue, 0, 4)
 		attrs = append(attrs, CommandTypeKey.String(typ), MessageKindKey.String(kind))

@@ -9,6 +9,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/cqrs-ddd/watermill-observability/cqrsbus"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
@@ -115,6 +116,39 @@ func TestOnCommandHandle_restores_conversation(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestOnCommandHandle_noop_provider_still_propagates(t *testing.T) {
+	// Tracing switched off with trace/noop: no cqrs span is made, but the
+	// conversation is restored and the producer's trace context reaches what
+	// the handler sends, so the trace continues past this service.
+	obs := cqrsbus.New(cqrsbus.Config{TracerProvider: noop.NewTracerProvider(), Propagator: propagator()})
+	msg, producer := producedMessage(t, "command", "PlaceOrder")
+	var got seen
+	sent := message.NewMessage("reply-uuid", []byte(`{}`))
+	handler := cqrs.NewCommandHandler("place_order", func(ctx context.Context, cmd *PlaceOrder) error {
+		got.record(ctx, msg)
+		watermillobs.InjectMetadata(ctx, sent, watermillobs.WithPropagators(propagator()))
+		return nil
+	})
+	err := obs.OnCommandHandle(nil)(cqrs.CommandProcessorOnHandleParams{
+		Handler: handler, CommandName: "PlaceOrder", Command: &PlaceOrder{}, Message: msg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.calls != 1 || got.correlation != "corr-h" || got.causation != "msg-uuid" {
+		t.Errorf("handler saw %+v; want one call, correlation corr-h, causation msg-uuid", got)
+	}
+	if got.span.SpanID() != producer.SpanID() || !got.span.IsRemote() {
+		t.Errorf("handler context span %v, want the producer's remote span %v", got.span, producer)
+	}
+	if want := "00-" + producer.TraceID().String() + "-" + producer.SpanID().String() + "-01"; sent.Metadata.Get(watermillobs.TraceparentKey) != want {
+		t.Errorf("sent traceparent %q, want %q", sent.Metadata.Get(watermillobs.TraceparentKey), want)
+	}
+	if sent.Metadata.Get(watermillobs.CorrelationIDKey) != "corr-h" || sent.Metadata.Get(watermillobs.CausationIDKey) != "msg-uuid" {
+		t.Errorf("sent metadata %v, want correlation corr-h and causation msg-uuid", sent.Metadata)
 	}
 }
 
