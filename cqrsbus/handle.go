@@ -45,10 +45,9 @@ const (
 
 // Span attributes built once.
 var (
-	outcomeSuccess = OutcomeKey.String(watermillobs.OutcomeSuccess)
 	// outcomeSuccessAttrs is passed as it is: a variadic call through the
 	// span interface would allocate a new slice per message.
-	outcomeSuccessAttrs = []attribute.KeyValue{outcomeSuccess}
+	outcomeSuccessAttrs = []attribute.KeyValue{OutcomeKey.String(watermillobs.OutcomeSuccess)}
 	outcomeError        = OutcomeKey.String(watermillobs.OutcomeError)
 	errorTypePanic      = semconv.ErrorTypeKey.String("panic")
 )
@@ -191,11 +190,7 @@ func handle[P any](i *Instrumentation, msg *message.Message, h handling, p P, ca
 	// the router's context, not this call's ended span.
 	orig := msg.Context()
 	ctx := i.restore(msg)
-	name := ""
-	if i.tracer != nil { // nil for a no-op provider: no span, no name
-		name = i.names.Get(typ)
-	}
-	ctx, span := spans.Start(ctx, i.tracer, i.recovered, name, i.startOpts...)
+	ctx, span := spans.Start(ctx, i.tracer, i.recovered, i.names.Get(typ), i.startOpts...)
 	if span.IsRecording() {
 		attrs := make([]attribute.KeyValue, 0, 4)
 		attrs = append(attrs, CommandTypeKey.String(typ), MessageKindKey.String(kind))

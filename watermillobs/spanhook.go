@@ -26,10 +26,9 @@ const hookSliceMax = 64
 
 // Attributes the span hook sets when the operation returns.
 var (
-	hookOutcomeSuccess = attribute.String("outcome", OutcomeSuccess)
 	// hookSuccessAttrs is passed as it is: a variadic call through the span
 	// interface would allocate a new slice per operation.
-	hookSuccessAttrs   = []attribute.KeyValue{hookOutcomeSuccess}
+	hookSuccessAttrs   = []attribute.KeyValue{attribute.String("outcome", OutcomeSuccess)}
 	hookOutcomeError   = attribute.String("outcome", OutcomeError)
 	hookErrorTypePanic = semconv.ErrorTypeKey.String("panic")
 )
