@@ -6,6 +6,7 @@ package spans
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel/trace"
 	noopTP "go.opentelemetry.io/otel/trace/noop"
@@ -64,31 +65,45 @@ const maxCached = 1024
 // so that the per-message path does not build the same span name or
 // attribute set again. Keys are few per process; the cache stops growing at
 // 1024 entries.
+//
+// Reads take no lock: every message of every handler reads the cache, and
+// a read lock's shared counter would bounce between cores. The map is
+// replaced, never changed, when a key is added, which happens a few times
+// per process.
 type Cache[K comparable, V any] struct {
 	// Build makes the value of a key. It is required.
 	Build func(key K) V
 
-	mu     sync.RWMutex
-	values map[K]V
+	values atomic.Pointer[map[K]V]
+	mu     sync.Mutex // serializes additions
 }
 
 // Get returns the value for key.
 func (c *Cache[K, V]) Get(key K) V {
-	c.mu.RLock()
-	v, ok := c.values[key]
-	c.mu.RUnlock()
-	if ok {
+	if m := c.values.Load(); m != nil {
+		if v, ok := (*m)[key]; ok {
+			return v
+		}
+	}
+	v := c.Build(key)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var old map[K]V
+	if m := c.values.Load(); m != nil {
+		old = *m
+	}
+	if w, ok := old[key]; ok {
+		return w // added meanwhile: keep one value per key
+	}
+	if len(old) >= maxCached {
 		return v
 	}
-	v = c.Build(key)
-	c.mu.Lock()
-	if c.values == nil {
-		c.values = make(map[K]V)
+	next := make(map[K]V, len(old)+1)
+	for k, w := range old {
+		next[k] = w
 	}
-	if len(c.values) < maxCached {
-		c.values[key] = v
-	}
-	c.mu.Unlock()
+	next[key] = v
+	c.values.Store(&next)
 	return v
 }
 

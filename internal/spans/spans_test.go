@@ -3,6 +3,7 @@ package spans_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -62,6 +63,34 @@ func TestNames(t *testing.T) {
 	n.Get("1999") // past the cap: built again, not cached
 	if builds != before+1 {
 		t.Errorf("keys past the cap are cached")
+	}
+}
+
+func TestCache_concurrent_gets_agree(t *testing.T) {
+	// Values are pointers: every caller must get the same one for a key,
+	// whichever goroutine built it first.
+	c := spans.Cache[int, *int]{Build: func(k int) *int { return &k }}
+	const goroutines, keys = 8, 200
+	got := make([][keys]*int, goroutines)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for k := range keys {
+				got[g][(k+g*25)%keys] = c.Get((k + g*25) % keys)
+			}
+		})
+	}
+	wg.Wait()
+	for k := range keys {
+		want := c.Get(k)
+		if *want != k {
+			t.Fatalf("Get(%d) = %d", k, *want)
+		}
+		for g := range goroutines {
+			if got[g][k] != want {
+				t.Fatalf("goroutine %d got another value for key %d than the cache keeps", g, k)
+			}
+		}
 	}
 }
 
