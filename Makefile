@@ -20,7 +20,7 @@ PKG ?= ./...
 STATICCHECK_VERSION ?= v0.8.2
 FUZZTIME ?= 20s
 # package:FuzzName pairs, separated by spaces.
-FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./watermillobs:FuzzPayloadSanitize ./watermillobs:FuzzMetadata
+FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./internal/bound:FuzzIsID ./watermillobs:FuzzPayloadSanitize ./watermillobs:FuzzMetadata
 
 .PHONY: test services demo demo-cqrs bench lint fuzz-short
 

@@ -60,10 +60,30 @@ func IsID(s string) bool {
 	if len(s) == 0 || len(s) > ID {
 		return false
 	}
+	// Eight bytes at a time: IDs are checked a few times per message.
+	for len(s) >= 8 {
+		w := uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+			uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+		if !printable8(w) {
+			return false
+		}
+		s = s[8:]
+	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c <= ' ' || c >= 0x7f {
 			return false
 		}
 	}
 	return true
+}
+
+// printable8 reports whether each byte of w is in '!'..'~'.
+func printable8(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	// A byte with its high bit set is out. Once none has, subtracting 0x21
+	// borrows out of (and adding 1 carries into the high bit of) exactly
+	// the bytes below '!' (equal to 0x7f), and never across bytes.
+	below := (w - 0x21*ones) & ^w
+	del := w + ones
+	return (w|below|del)&highs == 0
 }

@@ -71,3 +71,48 @@ func TestIsID(t *testing.T) {
 		}
 	}
 }
+
+// isIDSimple is IsID written plainly, the reference for FuzzIsID.
+func isIDSimple(s string) bool {
+	if len(s) == 0 || len(s) > bound.ID {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func TestIsID_every_byte_at_every_position(t *testing.T) {
+	// Each byte value alone in an otherwise valid ID, at each position of
+	// an eight-byte word and of the tail.
+	for pos := range 19 {
+		for c := range 256 {
+			b := []byte(strings.Repeat("a", 19))
+			b[pos] = byte(c)
+			if got, want := bound.IsID(string(b)), isIDSimple(string(b)); got != want {
+				t.Fatalf("IsID with byte %#x at %d = %v, want %v", c, pos, got, want)
+			}
+		}
+	}
+}
+
+func FuzzIsID(f *testing.F) {
+	f.Add("7d0f3a52-0000-4000-8000-000000000001")
+	f.Add("abcdefg\x7f")
+	f.Add("\x20abcdefgh")
+	f.Add("~~~~~~~~!!!!!!!!")
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := bound.IsID(s), isIDSimple(s); got != want {
+			t.Fatalf("IsID(%q) = %v, want %v", s, got, want)
+		}
+	})
+}
+
+func BenchmarkIsID(b *testing.B) {
+	for b.Loop() {
+		bound.IsID("7d0f3a52-0000-4000-8000-000000000001")
+	}
+}
