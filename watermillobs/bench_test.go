@@ -119,10 +119,12 @@ func benchTracerProvider(b *testing.B) *sdktrace.TracerProvider {
 // status.
 func minimalSpan(tp *sdktrace.TracerProvider) message.HandlerMiddleware {
 	tracer := tp.Tracer("minimal")
-	kind := trace.WithSpanKind(trace.SpanKindConsumer)
+	// The start options of voi-oss's Trace with no options given: the kind
+	// and its (empty) configured attributes.
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes()}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			ctx, span := tracer.Start(msg.Context(), message.HandlerNameFromCtx(msg.Context()), kind)
+			ctx, span := tracer.Start(msg.Context(), message.HandlerNameFromCtx(msg.Context()), opts...)
 			span.SetAttributes(
 				attribute.String("messaging.destination_kind", "topic"),
 				attribute.String("messaging.destination", message.SubscribeTopicFromCtx(ctx)),
@@ -149,13 +151,13 @@ func minimalSpan(tp *sdktrace.TracerProvider) message.HandlerMiddleware {
 // any middleware that meets DESIGN.md on this SDK.
 func propagatingSpan(tp *sdktrace.TracerProvider, handlerName bool) message.HandlerMiddleware {
 	tracer := tp.Tracer("propagating")
-	kind := trace.WithSpanKind(trace.SpanKindConsumer)
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			ctx := msg.Context()
 			topic := message.SubscribeTopicFromCtx(ctx)
 			ctx = w3c.Extract(ctx, propagation.MapCarrier(msg.Metadata))
-			ctx, span := tracer.Start(ctx, "process "+topic, kind)
+			ctx, span := tracer.Start(ctx, "process "+topic, opts...)
 			attrs := []attribute.KeyValue{
 				attribute.String("messaging.system", "gochannel"),
 				attribute.String("messaging.destination.name", topic),
