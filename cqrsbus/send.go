@@ -126,7 +126,7 @@ func stampCommandKind(msg *message.Message) error {
 	if msg == nil {
 		return nil
 	}
-	refineKind(msg, msg.Metadata.Get(watermillobs.MessageKindKey), isQueryMessage(msg))
+	setKind(msg, msg.Metadata.Get(watermillobs.MessageKindKey), isQueryMessage(msg))
 	return nil
 }
 
@@ -134,22 +134,26 @@ func stampQueryKind(msg *message.Message) error {
 	if msg == nil {
 		return nil
 	}
-	refineKind(msg, msg.Metadata.Get(watermillobs.MessageKindKey), true)
+	setKind(msg, msg.Metadata.Get(watermillobs.MessageKindKey), true)
 	return nil
 }
 
-// refineKind sets message_kind after all other stamping ran: "query" for a
-// query unless a kind other than the default "command" is set, else
-// "command" if no kind is set. before is the kind as it was before the
-// caller's modify function ran: a kind that function set is kept.
+// refineKind sets message_kind after all other stamping ran, as setKind
+// does, unless the caller's modify function changed it: before is the kind
+// as it was before that function ran.
 func refineKind(msg *message.Message, before string, query bool) {
 	if msg == nil {
 		return
 	}
-	kind := msg.Metadata.Get(watermillobs.MessageKindKey)
-	if kind != before {
-		return // the caller's modify function chose
+	if kind := msg.Metadata.Get(watermillobs.MessageKindKey); kind == before {
+		setKind(msg, kind, query)
 	}
+}
+
+// setKind sets message_kind from kind, the message's current one: "query"
+// for a query unless a kind other than the default "command" is set, else
+// "command" if no kind is set.
+func setKind(msg *message.Message, kind string, query bool) {
 	switch {
 	case query && (kind == "" || kind == watermillobs.KindCommand):
 		if msg.Metadata == nil {

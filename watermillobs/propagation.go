@@ -122,9 +122,7 @@ func NewPropagation(opts ...Option) *Propagation {
 // marked in msg's context as its own, so that a [Publisher] that later
 // publishes msg replaces it with the trace context of its send span.
 func (p *Propagation) Inject(ctx context.Context, msg *message.Message) {
-	_, hadTrace := msg.Metadata[TraceparentKey]
-	stampMessage(ctx, p.prop, msg, p.now())
-	if tp := msg.Metadata[TraceparentKey]; !hadTrace && tp != "" {
+	if tp, stamped := stampMessage(ctx, p.prop, msg, p.now()); stamped {
 		msg.SetContext(context.WithValue(msg.Context(), stampedTraceKey{}, tp))
 	}
 }
@@ -146,24 +144,39 @@ func InjectMetadata(ctx context.Context, msg *message.Message, opts ...Option) {
 	NewPropagation(opts...).Inject(ctx, msg)
 }
 
-// stampMessage is InjectMetadata with resolved configuration.
-func stampMessage(ctx context.Context, prop propagation.TextMapPropagator, msg *message.Message, now time.Time) {
-	cid := hooks.CorrelationID(ctx)
-	if !bound.IsID(cid) {
-		cid = msg.Metadata.Get(CorrelationIDKey)
+// stampMessage is InjectMetadata with resolved configuration. It returns
+// the message's traceparent and whether this call wrote it (the message
+// had none).
+func stampMessage(ctx context.Context, prop propagation.TextMapPropagator, msg *message.Message, now time.Time) (traceparent string, stamped bool) {
+	if msg.Metadata == nil {
+		msg.Metadata = make(message.Metadata)
+	}
+	md := msg.Metadata
+	// Per key one lookup, and one walk of ctx for both IDs: this runs for
+	// every message sent.
+	v := hooks.Snapshot(ctx)
+	if _, ok := md[CorrelationIDKey]; !ok {
+		cid := v.CorrelationID
 		if !bound.IsID(cid) {
 			cid = hooks.NewCorrelationID()
 		}
+		md[CorrelationIDKey] = cid
 	}
-	SetIfAbsent(msg, CorrelationIDKey, cid)
-	if id := hooks.CausationID(ctx); bound.IsID(id) {
-		SetIfAbsent(msg, CausationIDKey, id)
+	if bound.IsID(v.CausationID) {
+		if _, ok := md[CausationIDKey]; !ok {
+			md[CausationIDKey] = v.CausationID
+		}
 	}
-	refinable, _ := msg.Context().Value(stampedTraceKey{}).(string)
-	injectTrace(ctx, prop, msg, refinable)
-	if _, ok := msg.Metadata[PublishedAtKey]; !ok {
-		msg.Metadata[PublishedAtKey] = formatPublishedAt(now)
+	_, hadTrace := md[TraceparentKey]
+	var refinable string
+	if hadTrace {
+		refinable, _ = msg.Context().Value(stampedTraceKey{}).(string)
 	}
+	traceparent = injectTrace(ctx, prop, msg, refinable)
+	if _, ok := md[PublishedAtKey]; !ok {
+		md[PublishedAtKey] = formatPublishedAt(now)
+	}
+	return traceparent, !hadTrace && traceparent != ""
 }
 
 // ExtractContext is [Propagation.Extract] with options resolved per call.
