@@ -61,6 +61,25 @@ func TestInjectMetadata(t *testing.T) {
 		}
 	})
 
+	t.Run("keeps a malformed user value and replaces a malformed context one", func(t *testing.T) {
+		msg := message.NewMessage("m4", nil)
+		msg.Metadata.Set(watermillobs.CorrelationIDKey, "not an id")
+		watermillobs.InjectMetadata(context.Background(), msg, opts...)
+		if got := msg.Metadata.Get(watermillobs.CorrelationIDKey); got != "not an id" {
+			t.Errorf("a user's correlation_id was overwritten: %q", got)
+		}
+
+		msg = message.NewMessage("m5", nil)
+		bad := hooks.Restore(context.Background(), hooks.Vars{CorrelationID: "has space", CausationID: "also bad"})
+		watermillobs.InjectMetadata(bad, msg, opts...)
+		if id := msg.Metadata.Get(watermillobs.CorrelationIDKey); len(id) != 36 {
+			t.Errorf("correlation_id = %q, want a new UUID instead of the malformed one", id)
+		}
+		if _, ok := msg.Metadata[watermillobs.CausationIDKey]; ok {
+			t.Errorf("a malformed causation ID was written")
+		}
+	})
+
 	t.Run("starts a correlation ID when none exists", func(t *testing.T) {
 		msg := message.NewMessage("m3", nil)
 		watermillobs.InjectMetadata(context.Background(), msg, opts...)
