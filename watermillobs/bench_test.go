@@ -158,17 +158,18 @@ func propagatingSpan(tp *sdktrace.TracerProvider, handlerName bool) message.Hand
 			topic := message.SubscribeTopicFromCtx(ctx)
 			ctx = w3c.Extract(ctx, propagation.MapCarrier(msg.Metadata))
 			ctx, span := tracer.Start(ctx, "process "+topic, opts...)
-			attrs := []attribute.KeyValue{
+			attrs := make([]attribute.KeyValue, 0, 7)
+			attrs = append(attrs,
 				attribute.String("messaging.system", "gochannel"),
 				attribute.String("messaging.destination.name", topic),
 				attribute.String("messaging.operation.name", "process"),
 				attribute.String("messaging.operation.type", "process"),
 				attribute.String("messaging.message.id", msg.UUID),
 				attribute.String("messaging.message.conversation_id", msg.Metadata.Get(watermillobs.CorrelationIDKey)),
-				attribute.String("watermill.handler.name", message.HandlerNameFromCtx(ctx)),
-			}
-			if !handlerName {
-				attrs = attrs[:6]
+			)
+			if handlerName {
+				// Only when asked: the floor must not pay the lookup.
+				attrs = append(attrs, attribute.String("watermill.handler.name", message.HandlerNameFromCtx(ctx)))
 			}
 			span.SetAttributes(attrs...)
 			msg.SetContext(ctx)

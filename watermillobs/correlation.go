@@ -50,8 +50,9 @@ func Correlation(opts ...Option) message.HandlerMiddleware {
 // stampProduced writes the correlation, causation and trace context of the
 // handler context ctx onto a message the handler returned.
 func stampProduced(ctx context.Context, prop propagation.TextMapPropagator, p *message.Message) {
-	SetIfAbsent(p, CorrelationIDKey, hooks.CorrelationID(ctx))
-	SetIfAbsent(p, CausationIDKey, hooks.CausationID(ctx))
+	v := hooks.Snapshot(ctx) // one walk of ctx for both IDs
+	SetIfAbsent(p, CorrelationIDKey, v.CorrelationID)
+	SetIfAbsent(p, CausationIDKey, v.CausationID)
 	_, userSet := p.Metadata[TraceparentKey]
 	tp := injectTrace(ctx, prop, p, "")
 	pctx := p.Context()

@@ -211,9 +211,8 @@ func (t *consumerTracer) systemFor(pubsubName string) string {
 
 // messagingSystem guesses messaging.system from the Go type name of a
 // Watermill publisher or subscriber, such as "redisstream.Subscriber".
-func messagingSystem(pubsubName string) string {
+func messagingSystem(n string) string {
 	// Go package names are lower case, so no case folding is needed.
-	n := pubsubName
 	switch {
 	case strings.Contains(n, "redis"):
 		return "redis"
