@@ -12,8 +12,8 @@ import (
 
 type panicHandler struct{ slog.Handler }
 
-func (panicHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (panicHandler) Handle(context.Context, slog.Record) error  { panic("broken handler") }
+func (panicHandler) Enabled(context.Context, slog.Level) bool  { return true }
+func (panicHandler) Handle(context.Context, slog.Record) error { panic("broken handler") }
 
 type badStringer struct{}
 
