@@ -24,8 +24,10 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 
 	// Propagator writes the trace context into message metadata on send and
-	// reads it back on handle. If not set, otel.GetTextMapPropagator() is
-	// used. Give the same propagator to watermillobs (WithPropagators).
+	// reads it back on handle. If not set, the global propagator is looked
+	// up per message, as watermillobs does without WithPropagators (W3C
+	// TraceContext and Baggage while none was ever set). Give the same
+	// propagator to watermillobs (WithPropagators).
 	Propagator propagation.TextMapPropagator
 
 	// Registry runs the hook operations of the handling side
@@ -43,9 +45,6 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.TracerProvider == nil {
 		c.TracerProvider = otel.GetTracerProvider()
-	}
-	if c.Propagator == nil {
-		c.Propagator = otel.GetTextMapPropagator()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -26,7 +26,7 @@ import (
 // messages.
 func Correlation(opts ...Option) message.HandlerMiddleware {
 	c := newConfig(opts)
-	prop := c.Propagators
+	prop := c.propagator()
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			msg.SetContext(WithMessageCorrelation(msg.Context(), msg))
@@ -48,11 +48,17 @@ func Correlation(opts ...Option) message.HandlerMiddleware {
 }
 
 // stampProduced writes the correlation, causation and trace context of the
-// handler context ctx onto a message the handler returned.
+// handler context ctx onto a message the handler returned. The consumed
+// message returned as is (a forward) is a new hop: it keeps its causation
+// ID and gets the handler's trace context (see stampMessage).
 func stampProduced(ctx context.Context, prop propagation.TextMapPropagator, p *message.Message) {
 	v := hooks.Snapshot(ctx) // one walk of ctx for both IDs
 	SetIfAbsent(p, CorrelationIDKey, v.CorrelationID)
-	SetIfAbsent(p, CausationIDKey, v.CausationID)
+	if isHop(v, p) {
+		dropTrace(p.Metadata)
+	} else {
+		SetIfAbsent(p, CausationIDKey, v.CausationID)
+	}
 	_, userSet := p.Metadata[TraceparentKey]
 	tp := injectTrace(ctx, prop, p, "")
 	pctx := p.Context()

@@ -18,8 +18,10 @@ import (
 // what they need; nothing reads options per message.
 type config struct {
 	TracerProvider trace.TracerProvider
-	Propagators    propagation.TextMapPropagator
-	Logger         *slog.Logger
+	// Propagators is nil unless WithPropagators was given: then the global
+	// propagator is resolved per use (see propagator).
+	Propagators propagation.TextMapPropagator
+	Logger      *slog.Logger
 	// Registry is nil when the registry should come from each message's
 	// context (hooks.FromContext).
 	Registry *hooks.Registry
@@ -43,7 +45,6 @@ type config struct {
 func newConfig(opts []Option) config {
 	c := config{
 		TracerProvider: otel.GetTracerProvider(),
-		Propagators:    otel.GetTextMapPropagator(),
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -58,7 +59,8 @@ func (c *config) tracer() trace.Tracer {
 }
 
 // messagingSystem returns the WithMessagingSystem value, else the system
-// guessed from the Go type of the wrapped publisher or subscriber.
+// told by the Go type of the wrapped publisher or subscriber when it is a
+// known transport, else "" (decided per message; see systemOf).
 func (c *config) messagingSystem(pubsub any) string {
 	if c.MessagingSystem != "" {
 		return c.MessagingSystem
@@ -102,8 +104,13 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 
 // WithPropagators sets the propagator that writes and reads trace context
 // and baggage in message metadata. A nil propagator is ignored. If not set,
-// the global propagator (otel.GetTextMapPropagator) is used; configure it
-// with propagation.TraceContext and propagation.Baggage for W3C headers.
+// the global propagator (otel.GetTextMapPropagator) is used, looked up per
+// message, so that one set after the router was instrumented still
+// applies; while no global propagator has been set at all, W3C TraceContext
+// and Baggage are used and an Info record says so once. An empty composite
+// (propagation.NewCompositeTextMapPropagator(), also what
+// OTEL_PROPAGATORS=none gives), here or as the global, turns propagation
+// off.
 func WithPropagators(p propagation.TextMapPropagator) Option {
 	return optionFunc(func(c *config) {
 		if p != nil {
@@ -150,8 +157,11 @@ func WithLinkAfter(age time.Duration) Option {
 }
 
 // WithMessagingSystem sets the messaging.system span attribute, e.g. "redis"
-// or "kafka". If not set, it is derived from the router's publisher or
-// subscriber type when possible, else "watermill".
+// or "kafka". If not set, it is derived from the transport: the Go type of
+// the publisher or subscriber given to NewPublisher or NewSubscriber, else
+// the one given to the router's AddHandler (message.PublisherNameFromCtx,
+// message.SubscriberNameFromCtx); when neither names a known transport, the
+// attribute is omitted.
 func WithMessagingSystem(system string) Option {
 	return optionFunc(func(c *config) { c.MessagingSystem = system })
 }

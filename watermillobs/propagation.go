@@ -2,9 +2,12 @@ package watermillobs
 
 import (
 	"context"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
@@ -75,27 +78,78 @@ func injectTrace(ctx context.Context, prop propagation.TextMapPropagator, msg *m
 	return msg.Metadata[TraceparentKey]
 }
 
-// extractor reads trace context from metadata. Most messages of a service
-// either always or never carry trace context; when none of the keys the
-// propagator reads (its Fields) is present, the propagator is skipped.
+// propagator returns the propagator of WithPropagators, else one that
+// resolves the global propagator per use.
+func (c *config) propagator() propagation.TextMapPropagator {
+	if c.Propagators != nil {
+		return c.Propagators
+	}
+	return globalPropagator{logger: c.Logger}
+}
+
+// globalPropagator is the current global propagator, looked up on every
+// call: OTel's global is a delegate until otel.SetTextMapPropagator is
+// called, and instrumentation is often built before that. While the global
+// was never set, it is W3C TraceContext and Baggage instead of OTel's
+// no-op, so that traces connect across hops without configuration.
+type globalPropagator struct{ logger *slog.Logger }
+
+// unsetGlobal is implemented by OTel's internal delegate, which
+// otel.GetTextMapPropagator returns until a propagator is set. The check is
+// a type assertion: cheap, and safe for any propagator (comparing
+// propagators with == panics on a composite, which is a slice).
+type unsetGlobal interface {
+	SetDelegate(propagation.TextMapPropagator)
+}
+
+var (
+	w3cPropagator        = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	defaultPropagatorLog sync.Once
+)
+
+func (g globalPropagator) current() propagation.TextMapPropagator {
+	p := otel.GetTextMapPropagator()
+	if _, unset := p.(unsetGlobal); !unset {
+		return p
+	}
+	defaultPropagatorLog.Do(func() {
+		l := g.logger
+		if l == nil {
+			l = slog.Default()
+		}
+		l.Info("watermillobs: no OpenTelemetry propagator set; using W3C TraceContext and Baggage (set one with otel.SetTextMapPropagator or WithPropagators; an empty composite disables propagation)")
+	})
+	return w3cPropagator
+}
+
+func (g globalPropagator) Inject(ctx context.Context, carrier propagation.TextMapCarrier) {
+	g.current().Inject(ctx, carrier)
+}
+
+func (g globalPropagator) Extract(ctx context.Context, carrier propagation.TextMapCarrier) context.Context {
+	return g.current().Extract(ctx, carrier)
+}
+
+func (g globalPropagator) Fields() []string { return g.current().Fields() }
+
+// extractor reads trace context from metadata.
 type extractor struct {
-	prop   propagation.TextMapPropagator
-	fields []string
+	prop propagation.TextMapPropagator
 }
 
 func newExtractor(prop propagation.TextMapPropagator) extractor {
-	return extractor{prop: prop, fields: prop.Fields()}
+	return extractor{prop: prop}
 }
 
 // extract returns ctx extended with the trace context and baggage found in
-// md. Malformed values are ignored by the propagator.
+// md. Malformed values are ignored by the propagator. There is no
+// pre-check on the propagator's Fields: the global may change after
+// construction, and a composite allocates its Fields on every call.
 func (e extractor) extract(ctx context.Context, md message.Metadata) context.Context {
-	for _, f := range e.fields {
-		if _, ok := md[f]; ok {
-			return e.prop.Extract(ctx, metadataCarrier(md))
-		}
+	if len(md) == 0 {
+		return ctx
 	}
-	return ctx
+	return e.prop.Extract(ctx, metadataCarrier(md))
 }
 
 // Propagation writes and reads the metadata contract with its options
@@ -109,10 +163,13 @@ type Propagation struct {
 }
 
 // NewPropagation returns a Propagation using the propagator of
-// [WithPropagators]; other options are ignored.
+// [WithPropagators], else the global one as looked up per message (see
+// [WithPropagators]), logging through [WithLogger]; other options are
+// ignored.
 func NewPropagation(opts ...Option) *Propagation {
 	c := newConfig(opts)
-	return &Propagation{prop: c.Propagators, ext: newExtractor(c.Propagators), now: time.Now}
+	prop := c.propagator()
+	return &Propagation{prop: prop, ext: newExtractor(prop), now: time.Now}
 }
 
 // Inject writes the metadata contract into msg from ctx: the correlation ID
@@ -145,8 +202,12 @@ func InjectMetadata(ctx context.Context, msg *message.Message, opts ...Option) {
 }
 
 // stampMessage is InjectMetadata with resolved configuration. It returns
-// the message's traceparent and whether this call wrote it (the message
-// had none).
+// the message's traceparent and whether this call wrote it.
+//
+// A message published while it is itself being handled (its UUID is the
+// causation ID of ctx: a forward, a requeue, a poison queue) is a new hop:
+// its trace context is replaced by ctx's, and it keeps its causation ID,
+// for it is not its own cause.
 func stampMessage(ctx context.Context, prop propagation.TextMapPropagator, msg *message.Message, now time.Time) (traceparent string, stamped bool) {
 	if msg.Metadata == nil {
 		msg.Metadata = make(message.Metadata)
@@ -162,10 +223,14 @@ func stampMessage(ctx context.Context, prop propagation.TextMapPropagator, msg *
 		}
 		md[CorrelationIDKey] = cid
 	}
-	if bound.IsID(v.CausationID) {
+	hop := isHop(v, msg)
+	if !hop && bound.IsID(v.CausationID) {
 		if _, ok := md[CausationIDKey]; !ok {
 			md[CausationIDKey] = v.CausationID
 		}
+	}
+	if hop {
+		dropTrace(md)
 	}
 	_, hadTrace := md[TraceparentKey]
 	var refinable string
@@ -177,6 +242,19 @@ func stampMessage(ctx context.Context, prop propagation.TextMapPropagator, msg *
 		md[PublishedAtKey] = formatPublishedAt(now)
 	}
 	return traceparent, !hadTrace && traceparent != ""
+}
+
+// isHop reports whether msg is being handled in the context whose IDs are
+// v: its UUID is the causation ID of the work that context does.
+func isHop(v hooks.Vars, msg *message.Message) bool {
+	return v.CausationID != "" && v.CausationID == msg.UUID
+}
+
+// dropTrace removes the trace context (not the baggage) from md, so that
+// the propagator writes the current one.
+func dropTrace(md message.Metadata) {
+	delete(md, TraceparentKey)
+	delete(md, TracestateKey)
 }
 
 // ExtractContext is [Propagation.Extract] with options resolved per call.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -40,9 +41,11 @@ type Publisher struct {
 	tracer   trace.Tracer
 	prop     propagation.TextMapPropagator
 	registry *hooks.Registry
-	system   string
-	now      func() time.Time
-	onPanic  spans.PanicFunc
+	// system is the messaging.system attribute when the option or the
+	// wrapped publisher's type tells it, else nil (told per message).
+	system  []attribute.KeyValue
+	now     func() time.Time
+	onPanic spans.PanicFunc
 }
 
 // NewPublisher returns pub decorated with tracing, metadata propagation and
@@ -52,9 +55,9 @@ func NewPublisher(pub message.Publisher, opts ...Option) *Publisher {
 	return &Publisher{
 		pub:      pub,
 		tracer:   c.tracer(),
-		prop:     c.Propagators,
+		prop:     c.propagator(),
 		registry: c.Registry,
-		system:   c.messagingSystem(pub),
+		system:   c.fixedSystemAttr(pub),
 		now:      time.Now,
 		onPanic:  pipelinePanics(c.Logger),
 	}
@@ -85,8 +88,8 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		}
 		ctx, span := spans.Start(m.Context(), p.tracer, p.onPanic, spanName("send", boundedTopic),
 			trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(systemAttr(p.system, message.PublisherNameFromCtx(m.Context()))...),
 			trace.WithAttributes(
-				semconv.MessagingSystemKey.String(p.system),
 				semconv.MessagingDestinationName(boundedTopic),
 				semconv.MessagingOperationName("send"),
 				semconv.MessagingOperationTypeSend,

@@ -33,9 +33,11 @@ type Subscriber struct {
 	prop    *Propagation
 	tracer  trace.Tracer
 	onPanic spans.PanicFunc
-	system  string
-	names   spans.Names
-	kind    []trace.SpanStartOption
+	// system is the messaging.system attribute when the option or the
+	// wrapped subscriber's type tells it, else nil (told per message).
+	system []attribute.KeyValue
+	names  spans.Names
+	kind   []trace.SpanStartOption
 }
 
 // NewSubscriber returns sub decorated as described on [Subscriber]. sub
@@ -47,7 +49,7 @@ func NewSubscriber(sub message.Subscriber, opts ...Option) *Subscriber {
 		prop:    NewPropagation(opts...),
 		tracer:  c.tracer(),
 		onPanic: pipelinePanics(c.Logger),
-		system:  c.messagingSystem(sub),
+		system:  c.fixedSystemAttr(sub),
 		names:   spans.Names{Build: func(topic string) string { return spanName("receive", topic) }},
 		kind:    []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)},
 	}
@@ -93,13 +95,13 @@ func (s *Subscriber) received(msg *message.Message, topic string) {
 	ctx := s.prop.Extract(msg.Context(), msg)
 	spanCtx, span := spans.Start(ctx, s.tracer, s.onPanic, s.names.Get(topic), s.kind...)
 	if span.IsRecording() {
-		attrs := []attribute.KeyValue{
-			semconv.MessagingSystemKey.String(s.system),
+		attrs := append([]attribute.KeyValue(nil), systemAttr(s.system, message.SubscriberNameFromCtx(msg.Context()))...)
+		attrs = append(attrs,
 			semconv.MessagingDestinationName(bound.String(topic, bound.Attribute)),
 			semconv.MessagingOperationName("receive"),
 			semconv.MessagingOperationTypeReceive,
 			semconv.MessagingMessageID(bound.String(msg.UUID, bound.Attribute)),
-		}
+		)
 		if cid := CorrelationID(msg); cid != "" {
 			attrs = append(attrs, semconv.MessagingMessageConversationID(cid))
 		}

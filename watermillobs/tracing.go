@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -15,7 +14,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
-	"github.com/cqrs-ddd/watermill-observability/internal/growstack"
 	"github.com/cqrs-ddd/watermill-observability/internal/spans"
 )
 
@@ -38,7 +36,7 @@ func Tracing(opts ...Option) message.HandlerMiddleware {
 	c := newConfig(opts)
 	t := &consumerTracer{
 		tracer:    c.tracer(),
-		ext:       newExtractor(c.Propagators),
+		ext:       newExtractor(c.propagator()),
 		linkOnly:  c.LinkOnly,
 		linkAfter: c.LinkAfter,
 		system:    c.MessagingSystem,
@@ -63,19 +61,10 @@ type consumerTracer struct {
 	// childOpts are the start options of the common case, built once.
 	childOpts []trace.SpanStartOption
 	sites     spans.Cache[siteKey, *consumerSite]
-	// recording is whether the last span started was recording: only then
-	// is the span start deep enough to be worth growing the stack first.
-	recording atomic.Bool
 }
 
 func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
-	// The closure keeps a small frame: it stays on the stack while the
-	// handler runs, and a deep stack makes the runtime grow (copy) the
-	// goroutine's stack. The span work lives in begin and its own frames.
 	return func(msg *message.Message) (produced []*message.Message, err error) {
-		if t.recording.Load() {
-			_ = growstack.Grow()
-		}
 		spanCtx, span := t.begin(msg)
 		msg.SetContext(spanCtx)
 		defer func() {
@@ -106,12 +95,15 @@ type consumerSite struct {
 }
 
 func (t *consumerTracer) newSite(k siteKey) *consumerSite {
-	attrs := []attribute.KeyValue{
-		semconv.MessagingSystemKey.String(t.systemFor(k.subscriber)),
+	attrs := make([]attribute.KeyValue, 0, 6)
+	if system := t.systemFor(k.subscriber); system != "" {
+		attrs = append(attrs, semconv.MessagingSystemKey.String(system))
+	}
+	attrs = append(attrs,
 		semconv.MessagingDestinationName(bound.String(k.topic, bound.Attribute)),
 		processOperationName,
 		semconv.MessagingOperationTypeProcess,
-	}
+	)
 	if t.group != "" {
 		attrs = append(attrs, semconv.MessagingConsumerGroupName(bound.String(t.group, bound.Attribute)))
 	}
@@ -137,11 +129,7 @@ func (t *consumerTracer) begin(msg *message.Message) (context.Context, trace.Spa
 	// Attributes are set after the start so that unsampled spans cost no
 	// attribute work; samplers decide on name, kind, parent and links.
 	spanCtx, span := spans.Start(parent, t.tracer, t.onPanic, site.name, startOpts...)
-	recording := span.IsRecording()
-	if t.recording.Load() != recording {
-		t.recording.Store(recording)
-	}
-	if recording {
+	if span.IsRecording() {
 		buf := attrPool.Get().(*[]attribute.KeyValue)
 		attrs := t.appendAttributes((*buf)[:0], ctx, msg, site)
 		span.SetAttributes(attrs...) // the SDK copies them
@@ -209,11 +197,16 @@ func (t *consumerTracer) systemFor(pubsubName string) string {
 	return messagingSystem(pubsubName)
 }
 
-// messagingSystem guesses messaging.system from the Go type name of a
-// Watermill publisher or subscriber, such as "redisstream.Subscriber".
+// messagingSystem tells messaging.system from the Go type name of a
+// Watermill publisher or subscriber, such as "redisstream.Subscriber", or
+// "" when the name is not a known transport's: decorators (ours, the
+// router's, promobs') say nothing about the transport, so their names must
+// not become the attribute.
 func messagingSystem(n string) string {
 	// Go package names are lower case, so no case folding is needed.
 	switch {
+	case n == "":
+		return ""
 	case strings.Contains(n, "redis"):
 		return "redis"
 	case strings.Contains(n, "kafka"):
@@ -229,7 +222,40 @@ func messagingSystem(n string) string {
 	case strings.Contains(n, "gochannel"):
 		return "gochannel"
 	}
-	return "watermill"
+	return ""
+}
+
+// systemAttrs holds the messaging.system attribute of each system that
+// messagingSystem tells, built once: spans take it per message.
+var systemAttrs = func() map[string][]attribute.KeyValue {
+	m := make(map[string][]attribute.KeyValue)
+	for _, s := range []string{"redis", "kafka", "rabbitmq", "nats", "gcp_pubsub", "sql", "gochannel"} {
+		m[s] = []attribute.KeyValue{semconv.MessagingSystemKey.String(s)}
+	}
+	return m
+}()
+
+// systemAttr returns the messaging.system attribute to start a span with:
+// fixed (an option or a known transport type, decided at construction),
+// else told by the name of the router's publisher or subscriber, else none.
+func systemAttr(fixed []attribute.KeyValue, routerName string) []attribute.KeyValue {
+	if fixed != nil {
+		return fixed
+	}
+	return systemAttrs[messagingSystem(routerName)]
+}
+
+// fixedSystemAttr is the attribute of c.messagingSystem(pubsub), nil when
+// it must be decided per message.
+func (c *config) fixedSystemAttr(pubsub any) []attribute.KeyValue {
+	s := c.messagingSystem(pubsub)
+	if s == "" {
+		return nil
+	}
+	if a, ok := systemAttrs[s]; ok {
+		return a
+	}
+	return []attribute.KeyValue{semconv.MessagingSystemKey.String(bound.String(s, bound.Attribute))}
 }
 
 // spanName returns "operation topic" (topic bounded), or the operation alone
