@@ -14,6 +14,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -42,6 +43,43 @@ func instrument(r *message.Router, opts ...watermillobs.Option) error {
 		watermillobs.WithLogger(quiet),
 		watermillobs.WithRegistry(hooks.NewRegistry()),
 	}, opts...)...)
+}
+
+// e2ePropagatorMode is where the components of a scenario get their
+// propagator from.
+type e2ePropagatorMode string
+
+const (
+	// e2eExplicitPropagator: WithPropagators(e2ePropagator()) everywhere.
+	e2eExplicitPropagator e2ePropagatorMode = "explicit"
+	// e2eGlobalSetAfter: no option; otel.SetTextMapPropagator is called
+	// after everything was instrumented and the router runs.
+	e2eGlobalSetAfter e2ePropagatorMode = "global set after"
+	// e2eNoPropagator: no option and no global propagator ever set.
+	e2eNoPropagator e2ePropagatorMode = "no propagator"
+)
+
+// restoreGlobalPropagator makes the global propagator OTel's initial one
+// (none set) for the test and restores the current one after it. Tests
+// that call it must not run in parallel.
+func restoreGlobalPropagator(t *testing.T) {
+	t.Helper()
+	prev := otel.GetTextMapPropagator()
+	t.Cleanup(func() { otel.SetTextMapPropagator(prev) })
+	otel.SetTextMapPropagator(initialGlobalPropagator)
+}
+
+// initialGlobalPropagator is OTel's global before any propagator is set,
+// taken when the test binary starts.
+var initialGlobalPropagator = otel.GetTextMapPropagator()
+
+// newE2EProcessGlobal is newE2EProcess without WithPropagators: the
+// components use the global propagator.
+func newE2EProcessGlobal(t *testing.T, extra ...watermillobs.Option) e2eProcess {
+	t.Helper()
+	p := newE2EProcess(t, extra...)
+	p.opts = append(p.opts[:1:1], extra...)
+	return p
 }
 
 // e2eProcess stands for one process of a distributed system: its own

@@ -10,8 +10,10 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -40,8 +42,22 @@ func TestE2E_conversation(t *testing.T) {
 	for _, tr := range e2eTransports {
 		t.Run(tr.name, func(t *testing.T) {
 			t.Parallel()
-			e2eRunConversation(t, tr.new, false)
+			e2eRunConversation(t, tr.new, false, e2eExplicitPropagator)
 		})
+	}
+}
+
+// TestE2E_conversation_global_propagator is the conversation with no
+// WithPropagators option: the global propagator set only after the router
+// and publishers were instrumented, and no propagator set at all. Both must
+// give one trace. Not parallel: it changes the OTel globals.
+func TestE2E_conversation_global_propagator(t *testing.T) {
+	for _, mode := range []e2ePropagatorMode{e2eGlobalSetAfter, e2eNoPropagator} {
+		for _, tr := range e2eTransports {
+			t.Run(string(mode)+"/"+tr.name, func(t *testing.T) {
+				e2eRunConversation(t, tr.new, false, mode)
+			})
+		}
 	}
 }
 
@@ -53,21 +69,26 @@ func TestE2E_conversation_link_only(t *testing.T) {
 	for _, tr := range e2eTransports {
 		t.Run(tr.name, func(t *testing.T) {
 			t.Parallel()
-			e2eRunConversation(t, tr.new, true)
+			e2eRunConversation(t, tr.new, true, e2eExplicitPropagator)
 		})
 	}
 }
 
 // e2eRunConversation runs the conversation scenario over a fresh transport and
 // checks spans, correlation and causation.
-func e2eRunConversation(t *testing.T, newTransport e2eTransportFactory, linkOnly bool) {
+func e2eRunConversation(t *testing.T, newTransport e2eTransportFactory, linkOnly bool, mode e2ePropagatorMode) {
 	tr := newTransport(t)
-	procA := newE2EProcess(t)
+	newProcess := newE2EProcess
+	if mode != e2eExplicitPropagator {
+		restoreGlobalPropagator(t)
+		newProcess = newE2EProcessGlobal
+	}
+	procA := newProcess(t)
 	var bExtra []watermillobs.Option
 	if linkOnly {
 		bExtra = append(bExtra, watermillobs.WithLinkOnly())
 	}
-	procB := newE2EProcess(t, bExtra...)
+	procB := newProcess(t, bExtra...)
 	topic1, topic2, topic3 := tr.topic("orders"), tr.topic("returned"), tr.topic("published")
 
 	pubA := watermillobs.NewPublisher(tr.pubA, procA.opts...)
@@ -94,6 +115,9 @@ func e2eRunConversation(t *testing.T, newTransport e2eTransportFactory, linkOnly
 	r.AddConsumerHandler("handler2_returned", topic2, tr.sub, handler2)
 	r.AddConsumerHandler("handler2_published", topic3, tr.sub, handler2)
 	testsvc.RunRouter(t, r)
+	if mode == e2eGlobalSetAfter {
+		otel.SetTextMapPropagator(propagation.TraceContext{})
+	}
 
 	correlationID := hooks.NewCorrelationID()
 	first := message.NewMessage(watermill.NewUUID(), []byte(`{"order":"42"}`))
