@@ -43,10 +43,28 @@ type Next func(ctx context.Context) error
 //     should return the error next returned, unchanged.
 //   - op.Attrs is owned by the caller of Run: do not modify it.
 //   - A panic inside Around is recovered by the registry and turned into a
-//     [*HookPanicError]; a panic of the operation itself reaches the caller of
-//     Run unchanged.
+//     [*HookPanicError]. A panic of the operation itself is not recovered: it
+//     unwinds through next and Around and reaches the caller of Run
+//     unchanged, with the stack of the code that panicked (see below).
 //   - Cancelling ctx is the caller's business: a hook should not start work
 //     that outlives the call unless it detaches from ctx deliberately.
+//
+// A hook that must see a panic of the operation (to end a span, say)
+// observes it with a deferred flag and lets it go on, as Watermill's
+// middleware.Recoverer does; next never returns an error for it:
+//
+//	returned := false
+//	defer func() {
+//		if !returned {
+//			// next panicked: record it, do not recover
+//		}
+//	}()
+//	err := next(ctx)
+//	returned = true
+//
+// A hook that does recover the operation's panic takes over reporting it;
+// the registry then cannot tell a later panic of that hook from the
+// operation's and lets it unwind too.
 type Hook interface {
 	Around(ctx context.Context, op Operation, next Next) error
 }

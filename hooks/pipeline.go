@@ -8,9 +8,15 @@ import (
 	"runtime/debug"
 )
 
-// ErrOperationPanicked is what next returns to hooks when the operation
-// itself panicked. After the hooks return, Run re-raises the original panic,
-// so the caller sees exactly what it would have seen without hooks.
+// ErrOperationPanicked was what next returned to hooks when the operation
+// itself panicked.
+//
+// Deprecated: next no longer returns it. A panic of the operation now passes
+// through the hooks without being recovered, so that whoever recovers it
+// (Watermill's middleware.Recoverer, Sentry, the Go runtime) sees the stack
+// of the code that panicked. A hook that wants to see such a panic uses a
+// deferred flag (see [Hook]). The variable stays so that code comparing
+// against it still compiles; nothing returns it.
 var ErrOperationPanicked = errors.New("hooks: operation panicked")
 
 // HookPanicError is returned by Run when a hook panicked. The operation may or
@@ -39,26 +45,24 @@ func (e *HookPanicError) Unwrap() error {
 
 // pipeline is one run of an operation through its hooks.
 type pipeline struct {
-	regs    []*Registration
-	op      Operation
-	fn      func(context.Context) error
-	opPanic *recovered
+	regs []*Registration
+	op   Operation
+	fn   func(context.Context) error
+	// opPanicking is set while a panic of the operation unwinds through the
+	// hooks. The per-hook recover checks it first: calling recover would stop
+	// the panic, and whoever recovers it further up would take a stack trace
+	// of the pipeline instead of the operation's.
+	opPanicking bool
 	// Inline room for the common case, so that a run costs one allocation
 	// for the pipeline plus one per hook for its next function.
 	regBuf  [2]*Registration
 	attrBuf [4]slog.Attr
 }
 
-// run runs the pipeline and re-raises a panic of the operation.
+// run runs the pipeline. A panic of the operation is not recovered.
 func (p *pipeline) run(ctx context.Context) error {
-	err := p.call(ctx, 0)
-	if p.opPanic != nil {
-		panic(p.opPanic.value)
-	}
-	return err
+	return p.call(ctx, 0)
 }
-
-type recovered struct{ value any }
 
 func (p *pipeline) call(ctx context.Context, i int) (err error) {
 	if i == len(p.regs) {
@@ -66,6 +70,9 @@ func (p *pipeline) call(ctx context.Context, i int) (err error) {
 	}
 	g := p.regs[i]
 	defer func() {
+		if p.opPanicking {
+			return // the operation's panic, not this hook's: let it unwind
+		}
 		if v := recover(); v != nil {
 			err = &HookPanicError{Hook: g.name, Operation: p.op.Name, Value: v, Stack: debug.Stack()}
 		}
@@ -75,16 +82,19 @@ func (p *pipeline) call(ctx context.Context, i int) (err error) {
 	})
 }
 
-// runOperation calls the operation, turning its panic into an error for the
-// hooks while remembering the value for Run to re-raise.
-func (p *pipeline) runOperation(ctx context.Context) (err error) {
+// runOperation calls the operation and observes, without recovering, whether
+// it panicked (as Watermill's Recoverer does with its own flag).
+func (p *pipeline) runOperation(ctx context.Context) error {
+	// A hook that recovered an earlier panic and calls next again (a retry)
+	// starts a fresh run.
+	p.opPanicking = false
+	returned := false
 	defer func() {
-		if v := recover(); v != nil {
-			if p.opPanic == nil {
-				p.opPanic = &recovered{value: v}
-			}
-			err = ErrOperationPanicked
+		if !returned {
+			p.opPanicking = true
 		}
 	}()
-	return p.fn(ctx)
+	err := p.fn(ctx)
+	returned = true
+	return err
 }

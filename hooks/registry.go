@@ -3,6 +3,7 @@ package hooks
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -170,8 +171,9 @@ func anyEnabled(e *cacheEntry) bool {
 //
 // attrs is not retained after Run returns unless a hook keeps it; Run copies
 // it before handing it to hooks. A panic in a hook is returned as a
-// [*HookPanicError]; a panic in fn is re-raised by Run after the hooks have
-// seen fn fail with [ErrOperationPanicked].
+// [*HookPanicError]. A panic in fn is not recovered: it unwinds through the
+// hooks (which may observe it, see [Hook]) to the caller of Run, keeping the
+// stack of fn.
 func (r *Registry) Run(ctx context.Context, name string, attrs []slog.Attr, fn func(context.Context) error) error {
 	st := r.state.Load()
 	if len(st.regs) == 0 {
@@ -216,8 +218,8 @@ func (r *Registry) accepts(ctx context.Context, g *Registration, op Operation) (
 	defer func() {
 		if v := recover(); v != nil {
 			ok = false
-			r.log().ErrorContext(ctx, "hook predicate panicked",
-				slog.String("hook", g.name), slog.String("operation", op.Name), slog.Any("panic", v))
+			r.reportPanic(ctx, "hook predicate panicked",
+				v, slog.String("hook", g.name), slog.String("operation", op.Name))
 		}
 	}()
 	return g.accepts(op)
@@ -226,7 +228,9 @@ func (r *Registry) accepts(ctx context.Context, g *Registration, op Operation) (
 // Notify runs the hooks registered for name around an empty operation, in
 // the background, and returns at once. Synchronous code uses it to report
 // that something happened. The hooks get a context that carries ctx's values
-// but not its cancellation. Errors and panics of hooks are logged; when more
+// but not its cancellation. Errors and panics of hooks are logged (a
+// panicking log handler is recovered and counted, see
+// watermillobs.RecoveredPanics); when more
 // notifications are running than the limit (see [WithNotifyLimit]) the
 // notification is dropped.
 func (r *Registry) Notify(ctx context.Context, name string, attrs []slog.Attr) {
@@ -254,6 +258,13 @@ func (r *Registry) Notify(ctx context.Context, name string, attrs []slog.Attr) {
 	ctx = context.WithoutCancel(ctx)
 	go func() {
 		defer r.pending.done()
+		// Nothing recovers a panic on this goroutine but us: a panicking log
+		// handler must not crash the process.
+		defer func() {
+			if v := recover(); v != nil {
+				r.reportPanic(ctx, "hook notification panicked", v, slog.String("operation", e.name))
+			}
+		}()
 		if err := p.run(ctx); err != nil {
 			r.log().ErrorContext(ctx, "hook notification failed",
 				slog.String("operation", e.name), slog.Any("error", err))
@@ -316,4 +327,13 @@ func (t *pendingTracker) wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// reportPanic logs a recovered panic at level Error. hooks stays standard
+// library only, so this is internal/panics.Report without the count; a
+// panic of the log handler itself is swallowed.
+func (r *Registry) reportPanic(ctx context.Context, msg string, v any, attrs ...slog.Attr) {
+	defer func() { _ = recover() }()
+	attrs = append(attrs, slog.String("panic", fmt.Sprint(v)))
+	r.log().LogAttrs(ctx, slog.LevelError, msg, attrs...)
 }

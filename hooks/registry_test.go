@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -357,8 +358,10 @@ func TestRun_hook_panic_is_recovered(t *testing.T) {
 func TestRun_operation_panic_is_reraised(t *testing.T) {
 	r := hooks.NewRegistry()
 	var hookSaw error
+	hookReturned := false
 	mustRegister(t, r, hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error {
 		hookSaw = next(ctx)
+		hookReturned = true
 		return nil // even a hook that swallows the error cannot hide the panic
 	}))
 	defer func() {
@@ -366,12 +369,90 @@ func TestRun_operation_panic_is_reraised(t *testing.T) {
 		if v != "operation exploded" {
 			t.Errorf("recovered %v, want the operation's own panic value", v)
 		}
-		if !errors.Is(hookSaw, hooks.ErrOperationPanicked) {
-			t.Errorf("hook saw %v, want ErrOperationPanicked", hookSaw)
+		if hookReturned || hookSaw != nil {
+			t.Errorf("next returned %v to the hook; want the panic to unwind through it", hookSaw)
 		}
 	}()
 	_ = r.Run(context.Background(), "uow.commit", nil, func(context.Context) error { panic("operation exploded") })
 	t.Error("Run returned instead of re-raising the panic")
+}
+
+// operationThatPanics is a named function so that its frame can be found in
+// a stack trace.
+func operationThatPanics(context.Context) error { panic("operation exploded") }
+
+// A recoverer above Run (Watermill's Recoverer, Sentry) takes debug.Stack()
+// where it recovers: that stack must still show the operation's frame, not
+// only the pipeline's, and the hook's deferred observer must see the panic.
+func TestRun_operation_panic_keeps_its_stack(t *testing.T) {
+	r := hooks.NewRegistry()
+	observed := false
+	mustRegister(t, r, hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error {
+		returned := false
+		defer func() {
+			if !returned {
+				observed = true
+			}
+		}()
+		err := next(ctx)
+		returned = true
+		return err
+	}), hooks.WithName("observer"))
+	mustRegister(t, r, hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error {
+		return next(ctx)
+	}), hooks.WithName("inner"), hooks.WithPriority(5))
+
+	var (
+		v     any
+		stack string
+	)
+	func() {
+		defer func() {
+			v = recover()
+			stack = string(debug.Stack())
+		}()
+		_ = r.Run(context.Background(), "uow.commit", nil, operationThatPanics)
+	}()
+	if v != "operation exploded" {
+		t.Fatalf("recovered %v, want the operation's panic", v)
+	}
+	if !strings.Contains(stack, "hooks_test.operationThatPanics") {
+		t.Errorf("stack taken where the panic was recovered lacks the operation's frame:\n%s", stack)
+	}
+	if !observed {
+		t.Error("the hook's deferred observer did not see the operation panic")
+	}
+}
+
+// A hook that recovers the operation's panic and retries gets a normal run
+// the second time: a later panic of that hook is again a *HookPanicError.
+func TestRun_hook_recovering_operation_panic_then_retrying(t *testing.T) {
+	r := hooks.NewRegistry()
+	calls := 0
+	mustRegister(t, r, hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) (err error) {
+		func() {
+			defer func() { _ = recover() }()
+			_ = next(ctx)
+		}()
+		if err := next(ctx); err != nil {
+			return err
+		}
+		panic("retry hook broke")
+	}), hooks.WithName("retry"))
+	err := r.Run(context.Background(), "uow.commit", nil, func(context.Context) error {
+		calls++
+		if calls == 1 {
+			panic("first try")
+		}
+		return nil
+	})
+	var pe *hooks.HookPanicError
+	if !errors.As(err, &pe) || pe.Value != "retry hook broke" {
+		t.Fatalf("Run = %v, want *HookPanicError of the retry hook", err)
+	}
+	if calls != 2 {
+		t.Errorf("operation ran %d times, want 2", calls)
+	}
 }
 
 func TestNotify(t *testing.T) {
@@ -380,16 +461,29 @@ func TestNotify(t *testing.T) {
 		r := hooks.NewRegistry(hooks.WithLogger(slog.New(slog.NewJSONHandler(&buf, nil))))
 		release := make(chan struct{})
 		started := make(chan struct{})
+		type key struct{}
+		var (
+			hookCtxErr   error
+			hookCtxDone  bool
+			hookCtxValue any
+		)
 		mustRegister(t, r, hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error {
 			close(started)
 			<-release
+			// Looked at after the caller cancelled its context.
+			hookCtxErr = ctx.Err()
+			hookCtxValue = ctx.Value(key{})
+			select {
+			case <-ctx.Done():
+				hookCtxDone = true
+			default:
+			}
 			if err := next(ctx); err != nil {
 				return err
 			}
 			return errors.New("audit store down")
 		}), hooks.WithOperations("message_registry.*"))
 
-		type key struct{}
 		ctx, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
 		done := make(chan struct{})
 		go func() {
@@ -406,6 +500,12 @@ func TestNotify(t *testing.T) {
 		close(release)
 		if err := r.Flush(context.Background()); err != nil {
 			t.Fatal(err)
+		}
+		if hookCtxErr != nil || hookCtxDone {
+			t.Errorf("hook's context: Err() = %v, Done closed = %v; want the caller's cancellation not to reach it", hookCtxErr, hookCtxDone)
+		}
+		if hookCtxValue != "v" {
+			t.Errorf("hook's context value = %v, want the caller's values kept", hookCtxValue)
 		}
 		var rec map[string]any
 		if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
@@ -427,6 +527,18 @@ func TestNotify(t *testing.T) {
 		}
 		if !strings.Contains(buf.String(), "kaput") || !strings.Contains(buf.String(), "conflict.resolve.LastWins") {
 			t.Errorf("panic not logged: %s", buf.String())
+		}
+	})
+	t.Run("panicking log handler is recovered", func(t *testing.T) {
+		r := hooks.NewRegistry(hooks.WithLogger(slog.New(panicHandler{})))
+		mustRegister(t, r, hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error {
+			_ = next(ctx)
+			return errors.New("audit store down")
+		}))
+		// Before the fix this crashed the test binary.
+		r.Notify(context.Background(), "conflict.resolve.LastWins", nil)
+		if err := r.Flush(context.Background()); err != nil {
+			t.Fatal(err)
 		}
 	})
 	t.Run("drops past the limit", func(t *testing.T) {
@@ -666,3 +778,11 @@ func (s *syncBuffer) Bytes() []byte {
 	defer s.mu.Unlock()
 	return bytes.Clone(s.b.Bytes())
 }
+
+// panicHandler is a slog handler that panics on every record.
+type panicHandler struct{}
+
+func (panicHandler) Enabled(context.Context, slog.Level) bool  { return true }
+func (panicHandler) Handle(context.Context, slog.Record) error { panic("broken log handler") }
+func (h panicHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
+func (h panicHandler) WithGroup(string) slog.Handler           { return h }

@@ -38,8 +38,8 @@ const consumeOpPrefix = "consumer.consume."
 // it with msg.SetContext, so a span started by a hook is the parent of the
 // handler's work, and leaves it set after returning. The messages and error
 // the handler returns are returned unchanged, and a panic of the handler
-// reaches the router unchanged (after the hooks saw the operation fail with
-// [hooks.ErrOperationPanicked]).
+// reaches the router unchanged and unrecovered, so that a Recoverer
+// middleware outside reports the handler's own stack.
 //
 // An error returned by a hook, such as a rate-limit hook refusing the
 // operation, is returned as the handler's error, so the router nacks the
