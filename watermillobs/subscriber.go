@@ -3,6 +3,7 @@ package watermillobs
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
@@ -15,6 +16,10 @@ import (
 
 // ErrNilSubscriber is returned when a nil subscriber is decorated.
 var ErrNilSubscriber = errors.New("watermillobs: nil subscriber")
+
+// ErrSubscriberClosed is returned by [Subscriber.Subscribe] after
+// [Subscriber.Close].
+var ErrSubscriberClosed = errors.New("watermillobs: subscriber closed")
 
 // Subscriber decorates a Watermill subscriber for code that consumes
 // messages without a router: request/reply callers reading replies, custom
@@ -35,9 +40,17 @@ type Subscriber struct {
 	onPanic spans.PanicFunc
 	// system is the messaging.system attribute when the option or the
 	// wrapped subscriber's type tells it, else nil (told per message).
-	system []attribute.KeyValue
-	names  spans.Names
-	kind   []trace.SpanStartOption
+	system  []attribute.KeyValue
+	names   spans.Names
+	kind    []trace.SpanStartOption
+
+	// mu guards closed and orders forwarders.Add before Close's Wait.
+	mu         sync.Mutex
+	closed     bool
+	closing    chan struct{} // closed by Close: forwarders stop delivering
+	forwarders sync.WaitGroup
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 // NewSubscriber returns sub decorated as described on [Subscriber]. sub
@@ -52,6 +65,7 @@ func NewSubscriber(sub message.Subscriber, opts ...Option) *Subscriber {
 		system:  c.fixedSystemAttr(sub),
 		names:   spans.Names{Build: func(topic string) string { return spanName("receive", topic) }},
 		kind:    []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)},
+		closing: make(chan struct{}),
 	}
 }
 
@@ -68,25 +82,70 @@ func SubscriberDecorator(opts ...Option) message.SubscriberDecorator {
 }
 
 // Subscribe subscribes to topic through the wrapped subscriber. The
-// returned channel is closed when the wrapped one is.
+// returned channel is closed when the wrapped one is, when ctx is done, and
+// at the latest when [Subscriber.Close] returns. A message that cannot be
+// delivered because of one of those is nacked, so that the broker can
+// redeliver it, as Watermill's own subscribers do. Subscribe fails with
+// [ErrSubscriberClosed] after Close.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrSubscriberClosed
+	}
+	// Counted before the lock is released, so a concurrent Close waits
+	// for this subscription without blocking behind the wrapped Subscribe.
+	s.forwarders.Add(1)
+	s.mu.Unlock()
 	in, err := s.sub.Subscribe(ctx, topic)
 	if err != nil {
+		s.forwarders.Done()
 		return nil, err
 	}
 	out := make(chan *message.Message)
-	go func() {
-		defer close(out)
-		for msg := range in {
-			if msg != nil {
-				s.received(msg, topic)
-			}
-			// Delivery is unconditional, as without the decorator: the
-			// wrapped subscriber decides when to stop, by closing in.
-			out <- msg
-		}
-	}()
+	go s.forward(ctx, topic, in, out)
 	return out, nil
+}
+
+// forward delivers the messages of in to out until in is closed, ctx is
+// done or the subscriber is closed, then closes out.
+func (s *Subscriber) forward(ctx context.Context, topic string, in <-chan *message.Message, out chan<- *message.Message) {
+	defer s.forwarders.Done()
+	defer close(out)
+	for {
+		var msg *message.Message
+		select {
+		case m, ok := <-in:
+			if !ok {
+				return
+			}
+			msg = m
+		case <-ctx.Done():
+			return
+		case <-s.closing:
+			return
+		}
+		if msg != nil {
+			s.received(msg, topic)
+		}
+		select {
+		case out <- msg:
+		case <-ctx.Done():
+			nack(msg)
+			return
+		case <-s.closing:
+			nack(msg)
+			return
+		}
+	}
+}
+
+// nack hands an undelivered message back to the wrapped subscriber for
+// redelivery.
+func nack(msg *message.Message) {
+	if msg != nil {
+		msg.Nack()
+	}
 }
 
 // received puts the message's conversation and a receive span into its
@@ -111,5 +170,19 @@ func (s *Subscriber) received(msg *message.Message, topic string) {
 	msg.SetContext(spanCtx)
 }
 
-// Close closes the wrapped subscriber.
-func (s *Subscriber) Close() error { return s.sub.Close() }
+// Close closes the wrapped subscriber, then stops forwarding and waits
+// until every channel returned by [Subscriber.Subscribe] is closed; a
+// message a forwarder still held is nacked. Close is idempotent and safe
+// to call concurrently: every call waits and returns the first call's
+// result.
+func (s *Subscriber) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.closeErr = s.sub.Close()
+		close(s.closing)
+		s.forwarders.Wait()
+	})
+	return s.closeErr
+}

@@ -3,6 +3,7 @@ package watermillobs_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,4 +101,123 @@ func TestSubscriberDecorator_nil(t *testing.T) {
 	if _, err := watermillobs.SubscriberDecorator()(nil); !errors.Is(err, watermillobs.ErrNilSubscriber) {
 		t.Errorf("error = %v", err)
 	}
+}
+
+// An unread subscription must not keep Close from closing its channel:
+// Watermill's suite and routers rely on the channel being closed once
+// Close returns.
+func TestSubscriber_Close_closes_unread_channel(t *testing.T) {
+	pubSub := gochannel.NewGoChannel(gochannel.Config{Persistent: true}, watermill.NopLogger{})
+	sub := watermillobs.NewSubscriber(pubSub)
+	msgs, err := sub.Subscribe(context.Background(), "unread")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pubSub.Publish("unread", message.NewMessage("1", nil)); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- sub.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	// Close has returned: the channel must be closed now, not later.
+	select {
+	case msg, ok := <-msgs:
+		if ok {
+			t.Fatalf("channel open after Close; got message %v", msg.UUID)
+		}
+	default:
+		t.Fatal("channel not closed when Close returned (blocked)")
+	}
+}
+
+// A message the subscriber held when Close stopped delivery is nacked, so
+// the broker can redeliver it, and Close is idempotent and concurrent-safe.
+func TestSubscriber_Close_nacks_undelivered_and_is_idempotent(t *testing.T) {
+	held := message.NewMessage("held", nil)
+	in := make(chan *message.Message, 1)
+	in <- held
+	fake := &fakeSubscriber{ch: in}
+	sub := watermillobs.NewSubscriber(fake)
+	msgs, err := sub.Subscribe(context.Background(), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the forwarder holds the message (blocked on the unread
+	// output channel).
+	for len(in) > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() { errs <- sub.Close() }()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+	if fake.closes != 1 {
+		t.Errorf("wrapped Close called %d times, want 1", fake.closes)
+	}
+	if _, ok := <-msgs; ok {
+		t.Error("channel still delivering after Close")
+	}
+	select {
+	case <-held.Nacked():
+	case <-held.Acked():
+		t.Error("undelivered message acked")
+	default:
+		t.Error("undelivered message neither nacked nor delivered")
+	}
+	if _, err := sub.Subscribe(context.Background(), "t"); !errors.Is(err, watermillobs.ErrSubscriberClosed) {
+		t.Errorf("Subscribe after Close: err = %v, want ErrSubscriberClosed", err)
+	}
+}
+
+// Cancelling Subscribe's context closes the channel even when the wrapped
+// subscriber's channel stays open.
+func TestSubscriber_ctx_cancel_closes_channel(t *testing.T) {
+	fake := &fakeSubscriber{ch: make(chan *message.Message)}
+	sub := watermillobs.NewSubscriber(fake)
+	ctx, cancel := context.WithCancel(context.Background())
+	msgs, err := sub.Subscribe(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case _, ok := <-msgs:
+		if ok {
+			t.Fatal("message after cancel")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("channel not closed after ctx cancel")
+	}
+	_ = sub.Close()
+}
+
+// fakeSubscriber hands out ch and does not close it on Close, like a
+// subscriber that relies on its consumer to stop reading.
+type fakeSubscriber struct {
+	ch     chan *message.Message
+	mu     sync.Mutex
+	closes int
+}
+
+func (f *fakeSubscriber) Subscribe(context.Context, string) (<-chan *message.Message, error) {
+	return f.ch, nil
+}
+
+func (f *fakeSubscriber) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closes++
+	return nil
 }
