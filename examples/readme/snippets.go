@@ -1,0 +1,198 @@
+package readme
+
+import (
+	"context"
+	"database/sql"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/components/cqrs"
+	"github.com/ThreeDotsLabs/watermill/components/requestreply"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/cqrs-ddd/watermill-observability/cqrsbus"
+	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs/promobs"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs/sentryobs"
+)
+
+// hooksQuickStart is README "Hooks quick start".
+func hooksQuickStart(ctx context.Context, auditHook hooks.Hook, tx *sql.Tx) error {
+	// readme:begin hooks-quick-start
+	reg := hooks.NewRegistry()
+
+	// Log every operation slower than 200ms.
+	slow := hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error {
+		start := time.Now()
+		err := next(ctx)
+		if d := time.Since(start); d > 200*time.Millisecond {
+			slog.WarnContext(ctx, "slow operation", "operation", op.Name,
+				"duration_ms", d.Milliseconds(), "correlation_id", hooks.CorrelationID(ctx))
+		}
+		return err
+	})
+	reg.MustRegister(slow) // no patterns: every operation
+
+	// Audit commits and rollbacks, inside every other hook.
+	audit, err := reg.Register(auditHook,
+		hooks.WithOperations("*.commit", "*.rollback"),
+		hooks.WithPriority(100))
+	if err != nil {
+		return err
+	}
+	audit.SetEnabled(false) // at run time, safe under concurrency
+	defer audit.Unregister()
+
+	ctx = hooks.WithCorrelationID(ctx, hooks.NewCorrelationID())
+	return reg.Run(ctx, "uow.commit", []slog.Attr{slog.String("outcome", "success")},
+		func(ctx context.Context) error { return tx.Commit() })
+	// readme:end
+}
+
+// hotPath is README "On the hot path".
+func hotPath(ctx context.Context, reg *hooks.Registry, topic string, publish func(context.Context) error) error {
+	// readme:begin hot-path
+	if !reg.EnabledPrefix("publisher.publish.") {
+		return publish(ctx) // nothing observes this family: no name, no attrs built
+	}
+	return reg.Run(ctx, "publisher.publish."+topic,
+		[]slog.Attr{slog.String("topic", topic)}, publish)
+	// readme:end
+}
+
+// configureOTel is README "Instrument a router", step 1.
+func configureOTel(otlpExporter sdktrace.SpanExporter) {
+	// readme:begin router-otel
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(otlpExporter))
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(
+		propagation.TraceContext{}, propagation.Baggage{}))
+	slog.SetDefault(slog.New(watermillobs.NewLogHandler(slog.NewJSONHandler(os.Stdout, nil))))
+	// readme:end
+}
+
+// instrumentRouter is README "Instrument a router", step 2.
+func instrumentRouter(logger watermill.LoggerAdapter) error {
+	// readme:begin router-instrument
+	router, _ := message.NewRouter(message.RouterConfig{}, logger)
+
+	metrics, err := promobs.New(prometheus.DefaultRegisterer) // or your own registry
+	if err != nil {
+		return err
+	}
+	err = watermillobs.Instrument(router,
+		watermillobs.WithBackends(metrics, sentryobs.New()),
+		// optional: sanitized payloads as span events
+		watermillobs.WithPayloadTracing(watermillobs.PayloadTracing{
+			IncludeFields: []string{"order_id", "tenant_id"},
+		}),
+	)
+	// readme:end
+	return err
+}
+
+// wrapPublisher is README "Instrument a router", step 3.
+func wrapPublisher(mux *http.ServeMux, redisPublisher message.Publisher, payload message.Payload) {
+	// readme:begin router-publisher
+	pub := watermillobs.NewPublisher(redisPublisher)
+
+	mux.HandleFunc("POST /orders", func(w http.ResponseWriter, r *http.Request) {
+		ctx := hooks.WithCorrelationID(r.Context(), hooks.NewCorrelationID())
+		msg := message.NewMessage(watermill.NewUUID(), payload)
+		msg.SetContext(ctx) // inside a handler: msg.SetContext(consumed.Context())
+		if err := pub.Publish("orders", msg); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})
+	// readme:end
+}
+
+// middlewaresAlone is README "Instrument a router": every piece alone.
+func middlewaresAlone(router *message.Router, metrics *promobs.Metrics) {
+	// readme:begin router-pieces
+	router.AddMiddleware( // any of these, in this order
+		watermillobs.Correlation(),
+		watermillobs.Tracing(),
+		watermillobs.PayloadTracing{IncludeFields: []string{"order_id"}}.Middleware,
+		watermillobs.Logging(),
+		metrics.HandlerMiddleware(), // metrics from promobs.New
+		sentryobs.Middleware(),
+	)
+	// readme:end
+}
+
+// frameworkHooks is README "Framework hooks as spans".
+func frameworkHooks() error {
+	// readme:begin framework-hooks
+	spans, err := watermillobs.InstallFrameworkHooks() // default production profile
+	if err != nil {
+		return err
+	}
+	spans.SetEnabled(false) // switch off at run time
+
+	// Diagnostics only: every operation as a span.
+	_, err = watermillobs.InstallFrameworkHooks(watermillobs.WithOperations("*"))
+	// readme:end
+	return err
+}
+
+// PlaceOrder, GetOrderStatus and OrderStatus stand for a service's messages.
+type (
+	PlaceOrder     struct{ ID string }
+	GetOrderStatus struct{ ID string }
+	OrderStatus    struct{ State string }
+)
+
+// instrumentCQRS is README "Instrument CQRS".
+func instrumentCQRS(
+	r *http.Request, requestID, id string,
+	logger watermill.LoggerAdapter,
+	redisPublisher message.Publisher,
+	marshaler cqrs.CommandEventMarshaler,
+	commandBusConfig cqrs.CommandBusConfig,
+	eventBusConfig cqrs.EventBusConfig,
+	commandProcessorConfig cqrs.CommandProcessorConfig,
+	eventProcessorConfig cqrs.EventProcessorConfig,
+	eventGroupProcessorConfig cqrs.EventGroupProcessorConfig,
+	requestReplyConfig requestreply.PubSubBackendConfig,
+	backend requestreply.Backend[OrderStatus],
+) error {
+	// readme:begin cqrs
+	router, _ := message.NewRouter(message.RouterConfig{}, logger)
+	metrics, _ := promobs.New(prometheus.DefaultRegisterer)
+	_ = watermillobs.Instrument(router, watermillobs.WithBackends(metrics, sentryobs.New()))
+	pub := watermillobs.NewPublisher(redisPublisher)
+
+	obs := cqrsbus.New(cqrsbus.Config{})
+	obs.InstrumentCommandBusConfig(&commandBusConfig)                   // OnSend
+	obs.InstrumentEventBusConfig(&eventBusConfig)                       // OnPublish
+	obs.InstrumentCommandProcessorConfig(&commandProcessorConfig)       // OnHandle
+	obs.InstrumentEventProcessorConfig(&eventProcessorConfig)           // OnHandle
+	obs.InstrumentEventGroupProcessorConfig(&eventGroupProcessorConfig) // OnHandle
+	obs.InstrumentPubSubBackendConfig(&requestReplyConfig)              // ModifyNotificationMessage
+
+	inner, _ := cqrs.NewCommandBusWithConfig(pub, commandBusConfig)
+	commands, _ := cqrsbus.NewCommandBus(inner, cqrsbus.CommandBusConfig{Marshaler: marshaler})
+	innerEvents, _ := cqrs.NewEventBusWithConfig(pub, eventBusConfig)
+	events, _ := cqrsbus.NewEventBus(innerEvents, cqrsbus.EventBusConfig{Marshaler: marshaler})
+
+	// An entry point starts the conversation; handlers pass their ctx on.
+	ctx := hooks.WithCorrelationID(r.Context(), requestID)
+	if err := commands.Send(ctx, &PlaceOrder{ID: id}); err != nil {
+		return err
+	}
+
+	// Queries go through requestreply with the Queries view of the bus.
+	reply, err := requestreply.SendWithReply[OrderStatus](ctx, commands.Queries(), backend, &GetOrderStatus{ID: id})
+	// readme:end
+	_, _ = events, reply
+	return err
+}
