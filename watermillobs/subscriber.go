@@ -40,9 +40,9 @@ type Subscriber struct {
 	onPanic spans.PanicFunc
 	// system is the messaging.system attribute when the option or the
 	// wrapped subscriber's type tells it, else nil (told per message).
-	system  []attribute.KeyValue
-	names   spans.Names
-	kind    []trace.SpanStartOption
+	system []attribute.KeyValue
+	names  spans.Names
+	kind   []trace.SpanStartOption
 
 	// mu guards closed and orders forwarders.Add before Close's Wait.
 	mu         sync.Mutex
