@@ -1,7 +1,6 @@
 package watermillobs_test
 
 import (
-	"os"
 	"testing"
 	"time"
 
@@ -19,11 +18,6 @@ import (
 	"github.com/cqrs-ddd/watermill-observability/watermillobs/promobs"
 )
 
-// full reports whether the conformance suites run at Watermill's full size
-// (WMOBS_FULL=1, make test-integration); otherwise they run with the
-// suite's ForceShort message counts.
-// TODO(lead): switch to testsvc.Full() once it lands.
-func full() bool { return os.Getenv("WMOBS_FULL") == "1" }
 
 // decorate wraps pub and sub the way an instrumented application does:
 // the publisher in promobs' decorator and in NewPublisher with the default
@@ -66,7 +60,7 @@ func TestConformance_GoChannel_persistent(t *testing.T) {
 		GuaranteedOrder:       false,
 		Persistent:            false,
 		RequireSingleInstance: true,
-		ForceShort:            !full(),
+		ForceShort:            !testsvc.Full(),
 	}, goChannelConstructor(false), nil)
 }
 
@@ -78,7 +72,7 @@ func TestConformance_GoChannel_context_preserved(t *testing.T) {
 		Persistent:            false,
 		RequireSingleInstance: true,
 		ContextPreserved:      true,
-		ForceShort:            !full(),
+		ForceShort:            !testsvc.Full(),
 	}, goChannelConstructor(true), nil)
 }
 
@@ -120,7 +114,7 @@ func TestConformance_RedisStream(t *testing.T) {
 		Persistent:                          true,
 		RequireSingleInstance:               false,
 		NewSubscriberReceivesOldMessages:    true,
-		ForceShort:                          !full(),
+		ForceShort:                          !testsvc.Full(),
 		GenerateTopicFunc: func(tctx tests.TestContext) string {
 			return prefix + "topic-" + string(tctx.TestID)
 		},
