@@ -2,14 +2,14 @@ package watermillobs
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/hookrun"
+	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 )
 
 // consumeOpPrefix is the family of the operations ConsumeHooks runs.
@@ -34,6 +34,11 @@ const consumeOpPrefix = "consumer.consume."
 // When no enabled hook is registered for the family, the handler is called
 // directly: no name or attributes are built and nothing is allocated.
 //
+// Inside the process span of [Tracing], the span hook of
+// [InstallFrameworkHooks] opens no second span for the operation: the
+// process span already stands for the message's handling. Without
+// [Tracing], the span hook's span is the only one.
+//
 // The handler runs with the context the hooks pass on: the middleware sets
 // it with msg.SetContext, so a span started by a hook is the parent of the
 // handler's work, and leaves it set after returning. The messages and error
@@ -44,7 +49,8 @@ const consumeOpPrefix = "consumer.consume."
 // An error returned by a hook, such as a rate-limit hook refusing the
 // operation, is returned as the handler's error, so the router nacks the
 // message and it is redelivered. A panicking hook is a bug, not a refusal:
-// it is logged at level Error (to [WithLogger], else slog.Default) and the
+// it is logged at level Error (to [WithLogger], else slog.Default), counted
+// (see [RecoveredPanics]) and the
 // message is processed as if uninstrumented, keeping the handler's result
 // if the handler already ran, else calling the handler directly.
 func ConsumeHooks(opts ...Option) message.HandlerMiddleware {
@@ -87,29 +93,18 @@ func (m *consumeHooks) run(reg *hooks.Registry, msg *message.Message, h message.
 		attrs = append(attrs, slog.String("topic", bound.String(topic, bound.Attribute)))
 	}
 
-	var (
-		produced   []*message.Message
-		handlerErr error
-		ran        bool
-	)
-	err := reg.Run(ctx, consumeOpPrefix+msgType, attrs, func(ctx context.Context) error {
+	var produced []*message.Message
+	name := consumeOpPrefix + msgType
+	err := hookrun.Run(withCoverage(ctx, name), reg, name, attrs, func(ctx context.Context) error {
 		msg.SetContext(ctx)
-		ran = true
-		produced, handlerErr = h(msg)
-		return handlerErr
+		var err error
+		produced, err = h(msg)
+		return err
+	}, func(ctx context.Context, e *hooks.HookPanicError) {
+		panics.Report(ctx, m.logger, "consume hook panicked; message processed without hooks", e.Value,
+			slog.String("hook", e.Hook),
+			slog.String("operation", e.Operation),
+			slog.String("message_uuid", bound.String(msg.UUID, bound.Attribute)))
 	})
-	var hookPanic *hooks.HookPanicError
-	if err == nil || !errors.As(err, &hookPanic) {
-		return produced, err
-	}
-	m.logger.ErrorContext(ctx, "consume hook panicked; message processed without hooks",
-		slog.String("hook", hookPanic.Hook),
-		slog.String("operation", hookPanic.Operation),
-		slog.String("panic", bound.String(fmt.Sprint(hookPanic.Value), bound.Error)),
-		slog.String("message_uuid", bound.String(msg.UUID, bound.Attribute)),
-	)
-	if ran {
-		return produced, handlerErr
-	}
-	return h(msg)
+	return produced, err
 }

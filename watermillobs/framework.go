@@ -77,7 +77,7 @@ func InstallFrameworkHooks(opts ...Option) (*hooks.Registration, error) {
 		// The hooks package reads "no patterns" as "every operation".
 		return nil, errors.New("cannot install framework hooks: no operation patterns")
 	}
-	g, err := reg.Register(&spanHook{tracer: c.tracer()},
+	g, err := reg.Register(NewSpanHook(opts...),
 		hooks.WithOperations(ops...),
 		hooks.WithPriority(c.Priority),
 		hooks.WithEnabled(!c.Disabled),

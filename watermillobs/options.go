@@ -31,6 +31,7 @@ type config struct {
 	LinkAfter       time.Duration
 	MessagingSystem string
 	ConsumerGroup   string
+	TopicTemplate   TopicTemplateFunc
 
 	// Instrument.
 	Backends []Backend
@@ -207,4 +208,21 @@ func WithPriority(priority int) Option {
 // registers starts enabled. If not set, it does.
 func WithEnabled(enabled bool) Option {
 	return optionFunc(func(c *config) { c.Disabled = !enabled })
+}
+
+// WithTopicTemplate sets the function that maps per-request topics to a
+// template (see [TopicTemplateFunc]), so that span names and hook
+// operation names stay few when replies or other per-request messages each
+// go to a topic of their own. Such spans carry the template as
+// messaging.destination.template, messaging.destination.temporary=true, and
+// the raw topic only in messaging.destination.name. Give promobs the same
+// function (promobs.WithTopicTemplate) so that its topic label agrees.
+// Messages of kind reply use [TemporaryDestination] when fn does not map
+// their topic. A nil fn is ignored. If not set, only replies are templated.
+func WithTopicTemplate(fn TopicTemplateFunc) Option {
+	return optionFunc(func(c *config) {
+		if fn != nil {
+			c.TopicTemplate = fn
+		}
+	})
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/hookrun"
+	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 	"github.com/cqrs-ddd/watermill-observability/internal/spans"
 )
 
@@ -25,17 +27,27 @@ var ErrNilPublisher = errors.New("watermillobs: nil publisher")
 const publishOperationPrefix = "publisher.publish."
 
 // Publisher decorates a Watermill publisher. For every message it starts a
-// "send {topic}" span of kind PRODUCER as a child of the message context,
-// writes the metadata contract (correlation and causation IDs, trace
+// "send {topic}" span of kind PRODUCER as a child of the message context
+// and writes the metadata contract (correlation and causation IDs, trace
 // context, published_at; see [InjectMetadata]) without overwriting values
-// the message has, and runs the publish through the hook operation
-// "publisher.publish.{topic}".
+// the message has. Each Publish call runs as one hook operation
+// "publisher.publish.{topic}" around one call of the wrapped publisher with
+// all the messages, so instrumentation never changes broker I/O: a batch
+// stays one call, and its error is recorded on every message's span.
 //
-// When no hook observes the operation family, the messages go to the
-// wrapped publisher in one Publish call, as without the decorator. When a
-// hook does, each message is published by its own call inside its own hook
-// operation, so that hooks (a rate limiter, an audit trail) see every
-// message; publishing stops at the first error.
+// The hook operation's attributes are "topic", "messaging.batch.message_count",
+// and, when they are the same for every message of the call,
+// "correlation_id" and "message_type" ("message.id" for a single message).
+// The span hook of [InstallFrameworkHooks] opens no span for the operation:
+// the send spans already stand for it, one per message.
+//
+// A hook's error is returned and the messages are not published (a rate
+// limiter refusing). A hook that panics is logged and counted, and the
+// messages are published exactly once as if unobserved, whether the panic
+// came before or after the publish.
+//
+// Per-request topics (replies, and topics mapped by [WithTopicTemplate])
+// name spans and operations by their template; see [Destination].
 type Publisher struct {
 	pub      message.Publisher
 	tracer   trace.Tracer
@@ -43,9 +55,11 @@ type Publisher struct {
 	registry *hooks.Registry
 	// system is the messaging.system attribute when the option or the
 	// wrapped publisher's type tells it, else nil (told per message).
-	system  []attribute.KeyValue
-	now     func() time.Time
-	onPanic spans.PanicFunc
+	system   []attribute.KeyValue
+	template TopicTemplateFunc
+	logger   *slog.Logger
+	now      func() time.Time
+	onPanic  spans.PanicFunc
 }
 
 // NewPublisher returns pub decorated with tracing, metadata propagation and
@@ -58,6 +72,8 @@ func NewPublisher(pub message.Publisher, opts ...Option) *Publisher {
 		prop:     c.propagator(),
 		registry: c.Registry,
 		system:   c.fixedSystemAttr(pub),
+		template: c.TopicTemplate,
+		logger:   c.Logger,
 		now:      time.Now,
 		onPanic:  pipelinePanics(c.Logger),
 	}
@@ -74,39 +90,24 @@ func PublisherDecorator(opts ...Option) message.PublisherDecorator {
 	}
 }
 
-// Publish publishes msgs to topic through the wrapped publisher.
+// Publish publishes msgs to topic through the wrapped publisher, in one
+// call.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	if len(msgs) == 0 {
 		return p.pub.Publish(topic, msgs...)
 	}
-	boundedTopic := bound.String(topic, bound.Attribute)
+	first := firstMessage(msgs)
+	dest, _ := Destination(p.template, topic, first)
 	now := p.now()
 	sendSpans := make([]trace.Span, len(msgs))
 	for i, m := range msgs {
 		if m == nil {
 			continue
 		}
-		ctx, span := spans.Start(m.Context(), p.tracer, p.onPanic, spanName("send", boundedTopic),
-			trace.WithSpanKind(trace.SpanKindProducer),
-			trace.WithAttributes(systemAttr(p.system, message.PublisherNameFromCtx(m.Context()))...),
-			trace.WithAttributes(
-				semconv.MessagingDestinationName(boundedTopic),
-				semconv.MessagingOperationName("send"),
-				semconv.MessagingOperationTypeSend,
-				semconv.MessagingMessageID(bound.String(m.UUID, bound.Attribute)),
-				semconv.MessagingMessageBodySize(len(m.Payload)),
-			))
-		stampMessage(ctx, p.prop, m, now)
-		if span.IsRecording() {
-			span.SetAttributes(semconv.MessagingMessageConversationID(bound.String(m.Metadata.Get(CorrelationIDKey), bound.Attribute)))
-		}
-		// Inner decorators (metrics exemplars) and in-process subscribers
-		// see the send span.
-		m.SetContext(ctx)
-		sendSpans[i] = span
+		sendSpans[i] = p.startSend(m, topic, now)
 	}
 
-	err := p.publish(topic, msgs)
+	err := p.publish(topic, dest, msgs, first)
 
 	for i, span := range sendSpans {
 		if span == nil {
@@ -120,40 +121,100 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	return err
 }
 
-func (p *Publisher) publish(topic string, msgs []*message.Message) error {
-	reg := registryOr(p.registry, firstContext(msgs))
+// startSend starts the send span of m, stamps the metadata contract and
+// gives m the span's context, so that inner decorators (metrics exemplars)
+// and in-process subscribers see it.
+func (p *Publisher) startSend(m *message.Message, topic string, now time.Time) trace.Span {
+	dest, temporary := Destination(p.template, topic, m)
+	attrs := make([]attribute.KeyValue, 0, 9)
+	attrs = append(attrs, systemAttr(p.system, message.PublisherNameFromCtx(m.Context()))...)
+	attrs = append(attrs, destinationAttrs(dest, temporary)...)
+	if temporary {
+		attrs = append(attrs, semconv.MessagingDestinationName(bound.String(topic, bound.Attribute)))
+	}
+	attrs = append(attrs,
+		semconv.MessagingOperationName("send"),
+		semconv.MessagingOperationTypeSend,
+		semconv.MessagingMessageID(bound.String(m.UUID, bound.Attribute)),
+		semconv.MessagingMessageBodySize(len(m.Payload)),
+	)
+	ctx, span := spans.Start(m.Context(), p.tracer, p.onPanic, spanName("send", dest),
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
+	stampMessage(ctx, p.prop, m, now)
+	if span.IsRecording() {
+		span.SetAttributes(semconv.MessagingMessageConversationID(bound.String(m.Metadata.Get(CorrelationIDKey), bound.Attribute)))
+	}
+	m.SetContext(ctx)
+	return span
+}
+
+// publish makes the one call of the wrapped publisher, inside the hook
+// operation when a hook observes the family. first is the first non-nil
+// message: its context (its send span) is the operation's.
+func (p *Publisher) publish(topic, dest string, msgs []*message.Message, first *message.Message) error {
+	ctx := context.Background()
+	if first != nil {
+		ctx = first.Context()
+	}
+	reg := registryOr(p.registry, ctx)
 	if !reg.EnabledPrefix(publishOperationPrefix) {
 		return p.pub.Publish(topic, msgs...)
 	}
-	name := publishOperationPrefix + topic
+	name := publishOperationPrefix + dest
+	return hookrun.Run(withCoverage(ctx, name), reg, name, publishAttrs(topic, msgs, first),
+		func(context.Context) error { return p.pub.Publish(topic, msgs...) },
+		p.hookPanicked)
+}
+
+// hookPanicked logs and counts a hook that panicked around a publish.
+func (p *Publisher) hookPanicked(ctx context.Context, e *hooks.HookPanicError) {
+	panics.Report(ctx, p.logger, "watermillobs: publish hook panicked; messages published without hooks", e.Value,
+		slog.String("hook", e.Hook), slog.String("operation", e.Operation))
+}
+
+// publishAttrs are the attributes of a publisher.publish operation: what
+// the whole call shares.
+func publishAttrs(topic string, msgs []*message.Message, first *message.Message) []slog.Attr {
+	attrs := make([]slog.Attr, 0, 5)
+	attrs = append(attrs,
+		slog.String("topic", bound.String(topic, bound.Attribute)),
+		slog.Int("messaging.batch.message_count", len(msgs)),
+	)
+	if first == nil {
+		return attrs
+	}
+	cid, typ := first.Metadata.Get(CorrelationIDKey), MessageType(first)
 	for _, m := range msgs {
 		if m == nil {
 			continue
 		}
-		attrs := []slog.Attr{
-			slog.String("topic", bound.String(topic, bound.Attribute)),
-			slog.String("correlation_id", m.Metadata.Get(CorrelationIDKey)),
-			slog.String("message.id", bound.String(m.UUID, bound.Attribute)),
-			slog.String(hooks.MessageTypeKey, MessageType(m)),
+		if cid != "" && m.Metadata.Get(CorrelationIDKey) != cid {
+			cid = ""
 		}
-		err := reg.Run(m.Context(), name, attrs, func(context.Context) error {
-			return p.pub.Publish(topic, m)
-		})
-		if err != nil {
-			return err
+		if typ != "" && MessageType(m) != typ {
+			typ = ""
 		}
 	}
-	return nil
+	if cid != "" {
+		attrs = append(attrs, slog.String(CorrelationIDKey, bound.String(cid, bound.Attribute)))
+	}
+	if len(msgs) == 1 {
+		attrs = append(attrs, slog.String("message.id", bound.String(first.UUID, bound.Attribute)))
+	}
+	if typ != "" {
+		attrs = append(attrs, slog.String(hooks.MessageTypeKey, typ))
+	}
+	return attrs
 }
 
 // Close closes the wrapped publisher.
 func (p *Publisher) Close() error { return p.pub.Close() }
 
-func firstContext(msgs []*message.Message) context.Context {
+func firstMessage(msgs []*message.Message) *message.Message {
 	for _, m := range msgs {
 		if m != nil {
-			return m.Context()
+			return m
 		}
 	}
-	return context.Background()
+	return nil
 }

@@ -98,22 +98,20 @@ func TestPublisher_error_marks_spans(t *testing.T) {
 	}
 }
 
-func TestPublisher_hook_operation_per_message(t *testing.T) {
-	_, _, opts := newTracing(t)
+// A batch is one hook operation around one broker call; a hook's refusal
+// publishes nothing and reaches the caller and every message's span.
+func TestPublisher_one_operation_per_call(t *testing.T) {
+	rec, _, opts := newTracing(t)
 	reg := hooks.NewRegistry()
-	var mu sync.Mutex
-	var seen []string
+	var ops []hooks.Operation
 	errLimited := errors.New("rate limited")
+	refuse := false
 	reg.MustRegister(hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error {
-		id, _ := op.Attr("message.id")
-		corr, _ := op.Attr("correlation_id")
-		mu.Lock()
-		seen = append(seen, op.Name+" "+id.String()+" "+corr.String())
-		mu.Unlock()
-		if trace.SpanContextFromContext(ctx).IsValid() == false {
+		ops = append(ops, op)
+		if !trace.SpanContextFromContext(ctx).IsValid() {
 			t.Error("hook context has no send span")
 		}
-		if id.String() == "m3" {
+		if refuse {
 			return errLimited
 		}
 		return next(ctx)
@@ -121,32 +119,55 @@ func TestPublisher_hook_operation_per_message(t *testing.T) {
 	fake := &fakePublisher{}
 	pub := watermillobs.NewPublisher(fake, append(opts, watermillobs.WithRegistry(reg))...)
 
-	ctx := hooks.WithCorrelationID(context.Background(), "c")
-	msgs := []*message.Message{message.NewMessage("m1", nil), message.NewMessage("m2", nil), message.NewMessage("m3", nil), message.NewMessage("m4", nil)}
-	for _, m := range msgs {
-		m.SetContext(ctx)
+	batch := func() []*message.Message {
+		ctx := hooks.WithCorrelationID(context.Background(), "c")
+		msgs := []*message.Message{message.NewMessage("m1", nil), message.NewMessage("m2", nil), message.NewMessage("m3", nil)}
+		for _, m := range msgs {
+			m.SetContext(ctx)
+		}
+		return msgs
 	}
-	err := pub.Publish("orders", msgs...)
+	if err := pub.Publish("orders", batch()...); err != nil {
+		t.Fatal(err)
+	}
+	if len(ops) != 1 || ops[0].Name != "publisher.publish.orders" {
+		t.Fatalf("operations = %+v, want one publisher.publish.orders", ops)
+	}
+	if n, _ := ops[0].Attr("messaging.batch.message_count"); n.Int64() != 3 {
+		t.Errorf("message count = %v, want 3", n)
+	}
+	if c, _ := ops[0].Attr("correlation_id"); c.String() != "c" {
+		t.Errorf("correlation_id = %v, want the batch's shared c", c)
+	}
+	if _, ok := ops[0].Attr("message.id"); ok {
+		t.Error("a batch operation carries one message's ID")
+	}
+	if len(fake.calls) != 1 || len(fake.calls[0]) != 3 {
+		t.Fatalf("broker calls = %d, want one call with 3 messages", len(fake.calls))
+	}
+
+	refuse = true
+	rec.Reset()
+	err := pub.Publish("orders", batch()...)
 	if !errors.Is(err, errLimited) {
 		t.Fatalf("error = %v, want the hook's refusal", err)
 	}
-	want := []string{"publisher.publish.orders m1 c", "publisher.publish.orders m2 c", "publisher.publish.orders m3 c"}
-	if !slices.Equal(seen, want) {
-		t.Errorf("hook saw %q, want %q", seen, want)
+	if len(fake.calls) != 1 {
+		t.Errorf("a refused batch reached the broker")
 	}
-	if len(fake.calls) != 2 {
-		t.Errorf("%d messages reached the broker, want 2 (stop at the refusal)", len(fake.calls))
+	ended := rec.Ended()
+	if len(ended) != 3 {
+		t.Fatalf("%d spans, want 3 send spans", len(ended))
+	}
+	for _, s := range ended {
+		if s.Status().Code != codes.Error {
+			t.Errorf("span %s status = %+v, want the batch's error", s.Name(), s.Status())
+		}
 	}
 }
 
-func TestPublisherDecorator_nil(t *testing.T) {
-	if _, err := watermillobs.PublisherDecorator()(nil); !errors.Is(err, watermillobs.ErrNilPublisher) {
-		t.Errorf("error = %v", err)
-	}
-}
-
-// The hook attributes carry the message type, so WithMessageTypes filters
-// work on publishing too.
+// The hook attributes carry the message type where the whole call shares
+// it, so WithMessageTypes filters work on publishing too.
 func TestPublisher_message_type_filter(t *testing.T) {
 	reg := hooks.NewRegistry()
 	var n int
@@ -155,12 +176,21 @@ func TestPublisher_message_type_filter(t *testing.T) {
 		return next(ctx)
 	}), hooks.WithMessageTypes("OrderPlaced"))
 	pub := watermillobs.NewPublisher(&fakePublisher{}, watermillobs.WithRegistry(reg))
-	placed := message.NewMessage("a", nil)
-	placed.Metadata.Set(watermillobs.NameKey, "OrderPlaced")
-	other := message.NewMessage("b", nil)
-	other.Metadata.Set(watermillobs.NameKey, "OrderCancelled")
-	_ = pub.Publish("orders", placed, other)
+	typed := func(uuid, typ string) *message.Message {
+		m := message.NewMessage(uuid, nil)
+		m.Metadata.Set(watermillobs.NameKey, typ)
+		return m
+	}
+	_ = pub.Publish("orders", typed("a", "OrderPlaced"), typed("b", "OrderPlaced"))
+	_ = pub.Publish("orders", typed("c", "OrderCancelled"))
+	_ = pub.Publish("orders", typed("d", "OrderPlaced"), typed("e", "OrderCancelled"))
 	if n != 1 {
-		t.Errorf("hook ran %d times, want 1", n)
+		t.Errorf("hook ran %d times, want 1 (only the call whose messages are all OrderPlaced)", n)
+	}
+}
+
+func TestPublisherDecorator_nil(t *testing.T) {
+	if _, err := watermillobs.PublisherDecorator()(nil); !errors.Is(err, watermillobs.ErrNilPublisher) {
+		t.Errorf("error = %v", err)
 	}
 }

@@ -2,7 +2,6 @@ package watermillobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -70,6 +69,10 @@ var (
 //
 // Every string is made valid UTF-8 and cut to 256 bytes.
 //
+// The operations that [Publisher] and [ConsumeHooks] run inside their own
+// send or process span (publisher.publish.*, consumer.consume.*) get no
+// span of their own: the transport span already stands for that hop.
+//
 // Attributes are converted only for spans that are recording: a span
 // dropped by the sampler costs no conversion. The price is that samplers see
 // no attributes when they decide, only the operation name.
@@ -84,6 +87,11 @@ type spanHook struct {
 }
 
 func (h *spanHook) Around(ctx context.Context, op hooks.Operation, next hooks.Next) error {
+	if covered(ctx, op.Name) {
+		// A send or process span already stands for this operation: one
+		// span per message per hop.
+		return next(ctx)
+	}
 	ctx, span := spans.Start(ctx, h.tracer, h.onPanic, bound.String(op.Name, bound.Attribute), trace.WithSpanKind(trace.SpanKindInternal))
 	recording := span.IsRecording()
 	if recording {
@@ -91,9 +99,9 @@ func (h *spanHook) Around(ctx context.Context, op hooks.Operation, next hooks.Ne
 	}
 	returned := false
 	defer func() {
-		// next does not panic when the registry runs this hook (it turns
-		// panics into errors), but a caller composing hooks by hand might;
-		// the span still ends, and the panic goes on unchanged.
+		// An operation's panic passes through the hooks unrecovered (so
+		// that recoverers keep its stack): the span still ends, and the
+		// panic goes on unchanged.
 		if !returned {
 			span.SetAttributes(hookOutcomeError, hookErrorTypePanic)
 			span.SetStatus(codes.Error, "panic")
@@ -116,9 +124,6 @@ func (h *spanHook) Around(ctx context.Context, op hooks.Operation, next hooks.Ne
 
 // hookErrorType returns the error.type attribute for err.
 func hookErrorType(err error) attribute.KeyValue {
-	if errors.Is(err, hooks.ErrOperationPanicked) {
-		return hookErrorTypePanic
-	}
 	s := semconv.ErrorType(err).Value.AsString()
 	if s == "" {
 		return semconv.ErrorTypeOther

@@ -40,9 +40,10 @@ type Subscriber struct {
 	onPanic spans.PanicFunc
 	// system is the messaging.system attribute when the option or the
 	// wrapped subscriber's type tells it, else nil (told per message).
-	system []attribute.KeyValue
-	names  spans.Names
-	kind   []trace.SpanStartOption
+	system   []attribute.KeyValue
+	names    spans.Names
+	template TopicTemplateFunc
+	kind     []trace.SpanStartOption
 
 	// mu guards closed and orders forwarders.Add before Close's Wait.
 	mu         sync.Mutex
@@ -58,14 +59,15 @@ type Subscriber struct {
 func NewSubscriber(sub message.Subscriber, opts ...Option) *Subscriber {
 	c := newConfig(opts)
 	return &Subscriber{
-		sub:     sub,
-		prop:    NewPropagation(opts...),
-		tracer:  c.tracer(),
-		onPanic: pipelinePanics(c.Logger),
-		system:  c.fixedSystemAttr(sub),
-		names:   spans.Names{Build: func(topic string) string { return spanName("receive", topic) }},
-		kind:    []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)},
-		closing: make(chan struct{}),
+		sub:      sub,
+		prop:     NewPropagation(opts...),
+		tracer:   c.tracer(),
+		onPanic:  pipelinePanics(c.Logger),
+		system:   c.fixedSystemAttr(sub),
+		template: c.TopicTemplate,
+		names:    spans.Names{Build: func(topic string) string { return spanName("receive", topic) }},
+		kind:     []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)},
+		closing:  make(chan struct{}),
 	}
 }
 
@@ -152,11 +154,15 @@ func nack(msg *message.Message) {
 // context.
 func (s *Subscriber) received(msg *message.Message, topic string) {
 	ctx := s.prop.Extract(msg.Context(), msg)
-	spanCtx, span := spans.Start(ctx, s.tracer, s.onPanic, s.names.Get(topic), s.kind...)
+	dest, temporary := Destination(s.template, topic, msg)
+	spanCtx, span := spans.Start(ctx, s.tracer, s.onPanic, s.names.Get(dest), s.kind...)
 	if span.IsRecording() {
 		attrs := append([]attribute.KeyValue(nil), systemAttr(s.system, message.SubscriberNameFromCtx(msg.Context()))...)
+		attrs = append(attrs, destinationAttrs(dest, temporary)...)
+		if temporary {
+			attrs = append(attrs, semconv.MessagingDestinationName(bound.String(topic, bound.Attribute)))
+		}
 		attrs = append(attrs,
-			semconv.MessagingDestinationName(bound.String(topic, bound.Attribute)),
 			semconv.MessagingOperationName("receive"),
 			semconv.MessagingOperationTypeReceive,
 			semconv.MessagingMessageID(bound.String(msg.UUID, bound.Attribute)),

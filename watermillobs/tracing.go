@@ -41,6 +41,7 @@ func Tracing(opts ...Option) message.HandlerMiddleware {
 		linkAfter: c.LinkAfter,
 		system:    c.MessagingSystem,
 		group:     c.ConsumerGroup,
+		template:  c.TopicTemplate,
 		now:       time.Now,
 		onPanic:   pipelinePanics(c.Logger),
 		childOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)},
@@ -56,6 +57,7 @@ type consumerTracer struct {
 	linkAfter time.Duration
 	system    string
 	group     string
+	template  TopicTemplateFunc
 	now       func() time.Time
 	onPanic   spans.PanicFunc
 	// childOpts are the start options of the common case, built once.
@@ -83,9 +85,10 @@ func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
 }
 
 // siteKey identifies where a message is consumed: its spans share a name
-// and most attributes.
+// and most attributes. topic is the destination name of [Destination].
 type siteKey struct {
 	topic, handler, subscriber string
+	temporary                  bool
 }
 
 // consumerSite is what the spans of one site share, built once.
@@ -99,8 +102,8 @@ func (t *consumerTracer) newSite(k siteKey) *consumerSite {
 	if system := t.systemFor(k.subscriber); system != "" {
 		attrs = append(attrs, semconv.MessagingSystemKey.String(system))
 	}
+	attrs = append(attrs, destinationAttrs(k.topic, k.temporary)...)
 	attrs = append(attrs,
-		semconv.MessagingDestinationName(bound.String(k.topic, bound.Attribute)),
 		processOperationName,
 		semconv.MessagingOperationTypeProcess,
 	)
@@ -116,8 +119,11 @@ func (t *consumerTracer) newSite(k siteKey) *consumerSite {
 // begin starts the consumer span of msg.
 func (t *consumerTracer) begin(msg *message.Message) (context.Context, trace.Span) {
 	ctx := msg.Context()
+	topic := message.SubscribeTopicFromCtx(ctx)
+	dest, temporary := Destination(t.template, topic, msg)
 	site := t.sites.Get(siteKey{
-		topic:      message.SubscribeTopicFromCtx(ctx),
+		topic:      dest,
+		temporary:  temporary,
 		handler:    message.HandlerNameFromCtx(ctx),
 		subscriber: message.SubscriberNameFromCtx(ctx),
 	})
@@ -132,6 +138,9 @@ func (t *consumerTracer) begin(msg *message.Message) (context.Context, trace.Spa
 	if span.IsRecording() {
 		buf := attrPool.Get().(*[]attribute.KeyValue)
 		attrs := t.appendAttributes((*buf)[:0], ctx, msg, site)
+		if temporary {
+			attrs = append(attrs, semconv.MessagingDestinationName(bound.String(topic, bound.Attribute)))
+		}
 		span.SetAttributes(attrs...) // the SDK copies them
 		putAttrs(buf, attrs)
 	}

@@ -1,0 +1,37 @@
+package watermillobs
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/trace"
+)
+
+// coveredKey marks, in the context a hook operation runs with, that a
+// transport span (send or process) already stands for the operation, so
+// that the span hook does not open a second span for the same message hop.
+// Other hooks (metrics, audit, rate limits) still run.
+type coveredKey struct{}
+
+// coverage names the operation and the span that covers it. Keying on the
+// span as well keeps the mark from applying to another hop whose context
+// happens to inherit it (in-process pub/subs pass contexts along).
+type coverage struct {
+	op   string
+	span trace.SpanID
+}
+
+// withCoverage returns ctx marked as covering the operation op by the span
+// active in ctx, or ctx unchanged when no local span is active.
+func withCoverage(ctx context.Context, op string) context.Context {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() || sc.IsRemote() {
+		return ctx
+	}
+	return context.WithValue(ctx, coveredKey{}, coverage{op: op, span: sc.SpanID()})
+}
+
+// covered reports whether a transport span already covers op in ctx.
+func covered(ctx context.Context, op string) bool {
+	c, ok := ctx.Value(coveredKey{}).(coverage)
+	return ok && c.op == op && c.span == trace.SpanContextFromContext(ctx).SpanID()
+}
