@@ -12,6 +12,8 @@ import (
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/hookrun"
+	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
@@ -60,6 +62,10 @@ type CommandBusConfig struct {
 	// Registry runs the command.send.* and query.send.* operations. If not
 	// set, the registry of each call's context is used (hooks.FromContext).
 	Registry *hooks.Registry
+
+	// Logger receives hooks that panicked around a send. If not set,
+	// slog.Default is used.
+	Logger *slog.Logger
 }
 
 // Validate reports every problem of the configuration.
@@ -90,6 +96,7 @@ type CommandBus struct {
 	bus       *cqrs.CommandBus
 	marshaler cqrs.CommandEventMarshaler
 	registry  *hooks.Registry
+	logger    *slog.Logger
 }
 
 // NewCommandBus wraps bus. bus must not be nil.
@@ -100,7 +107,7 @@ func NewCommandBus(bus *cqrs.CommandBus, config CommandBusConfig) (*CommandBus, 
 	if err := config.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid config: %w", err)
 	}
-	return &CommandBus{bus: bus, marshaler: config.Marshaler, registry: config.Registry}, nil
+	return &CommandBus{bus: bus, marshaler: config.Marshaler, registry: config.Registry, logger: config.Logger}, nil
 }
 
 // Send sends cmd through the wrapped bus.
@@ -149,9 +156,9 @@ func (b *CommandBus) send(ctx context.Context, cmd any, modify func(*message.Mes
 		return b.bus.SendWithModifiedMessage(ctx, cmd, mod)
 	}
 	ctx, attrs, typ := sendAttrs(ctx, typeKey, b.marshaler, cmd)
-	return reg.Run(ctx, prefix+typ, attrs, func(ctx context.Context) error {
+	return hookrun.Run(ctx, reg, prefix+typ, attrs, func(ctx context.Context) error {
 		return b.bus.SendWithModifiedMessage(ctx, cmd, mod)
-	})
+	}, sendHookPanicked(b.logger))
 }
 
 // EventBusConfig configures an [EventBus].
@@ -163,6 +170,10 @@ type EventBusConfig struct {
 	// Registry runs the event.publish.* operations. If not set, the
 	// registry of each call's context is used (hooks.FromContext).
 	Registry *hooks.Registry
+
+	// Logger receives hooks that panicked around a publish. If not set,
+	// slog.Default is used.
+	Logger *slog.Logger
 }
 
 // Validate reports every problem of the configuration.
@@ -183,6 +194,7 @@ type EventBus struct {
 	bus       *cqrs.EventBus
 	marshaler cqrs.CommandEventMarshaler
 	registry  *hooks.Registry
+	logger    *slog.Logger
 }
 
 // NewEventBus wraps bus. bus must not be nil.
@@ -193,7 +205,7 @@ func NewEventBus(bus *cqrs.EventBus, config EventBusConfig) (*EventBus, error) {
 	if err := config.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid config: %w", err)
 	}
-	return &EventBus{bus: bus, marshaler: config.Marshaler, registry: config.Registry}, nil
+	return &EventBus{bus: bus, marshaler: config.Marshaler, registry: config.Registry, logger: config.Logger}, nil
 }
 
 // Publish publishes event through the wrapped bus.
@@ -203,9 +215,18 @@ func (b *EventBus) Publish(ctx context.Context, event any) error {
 		return b.bus.Publish(ctx, event)
 	}
 	ctx, attrs, typ := sendAttrs(ctx, "event.type", b.marshaler, event)
-	return reg.Run(ctx, eventPublishPrefix+typ, attrs, func(ctx context.Context) error {
+	return hookrun.Run(ctx, reg, eventPublishPrefix+typ, attrs, func(ctx context.Context) error {
 		return b.bus.Publish(ctx, event)
-	})
+	}, sendHookPanicked(b.logger))
+}
+
+// sendHookPanicked logs and counts a hook that panicked around a send: the
+// send then happens exactly once, as if unobserved (see internal/hookrun).
+func sendHookPanicked(logger *slog.Logger) hookrun.ReportFunc {
+	return func(ctx context.Context, e *hooks.HookPanicError) {
+		panics.Report(ctx, logger, "cqrsbus: send hook panicked; message sent without hooks", e.Value,
+			slog.String("hook", e.Hook), slog.String("operation", e.Operation))
+	}
 }
 
 // sendAttrs makes sure ctx has a correlation ID and returns the attributes

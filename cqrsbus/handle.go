@@ -2,7 +2,6 @@ package cqrsbus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -15,6 +14,8 @@ import (
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/hookrun"
+	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 	"github.com/cqrs-ddd/watermill-observability/internal/spans"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
@@ -299,34 +300,18 @@ func (i *Instrumentation) operationAttrs(ctx context.Context, msg *message.Messa
 // run runs call inside the hook operation name. The context the hooks pass
 // on becomes the message's context, so a span a hook starts is the parent
 // of the handler's work. A hook's error is returned (the message is nacked);
-// a hook that panicked is logged and the handler's result kept, or the
-// handler called directly if it did not run yet.
+// a hook that panicked is logged and counted and the handler's result kept,
+// or the handler called directly if it did not run yet.
 func (i *Instrumentation) run(ctx context.Context, reg *hooks.Registry, msg *message.Message, name string, attrs []slog.Attr, call func(context.Context) error) error {
-	var (
-		ran       bool
-		handleErr error
-	)
-	err := reg.Run(ctx, name, attrs, func(ctx context.Context) error {
+	return hookrun.Run(ctx, reg, name, attrs, func(ctx context.Context) error {
 		msg.SetContext(ctx)
-		ran = true
-		handleErr = call(ctx)
-		return handleErr
+		return call(ctx)
+	}, func(ctx context.Context, e *hooks.HookPanicError) {
+		panics.Report(ctx, i.logger, "cqrsbus: hook panicked; message handled without hooks", e.Value,
+			slog.String("hook", e.Hook),
+			slog.String("operation", e.Operation),
+			slog.String("message_uuid", bound.String(msg.UUID, bound.Attribute)))
 	})
-	var hookPanic *hooks.HookPanicError
-	if err == nil || !errors.As(err, &hookPanic) {
-		return err
-	}
-	i.logger.LogAttrs(ctx, slog.LevelError, "cqrsbus: hook panicked; message handled without hooks",
-		slog.String("hook", hookPanic.Hook),
-		slog.String("operation", hookPanic.Operation),
-		slog.String("panic", bound.String(fmt.Sprint(hookPanic.Value), bound.Error)),
-		slog.String("message_uuid", bound.String(msg.UUID, bound.Attribute)),
-	)
-	if ran {
-		return handleErr
-	}
-	msg.SetContext(ctx)
-	return call(ctx)
 }
 
 // restore returns the message's context with the conversation the message

@@ -259,11 +259,16 @@ func runOrderFlow(t *testing.T) {
 	replyTopic := s.topic("replies." + reply.Metadata.Get(requestreply.OperationIDMetadataKey))
 	replySends := 0
 	for _, sp := range s.spans.Ended() {
-		if sp.Name() == "send "+replyTopic {
+		// Replies go to a topic per request: spans are named by the
+		// template, the raw topic stays in messaging.destination.name.
+		if sp.Name() == "send "+watermillobs.TemporaryDestination && attr(sp, "messaging.destination.name") == replyTopic {
+			if attr(sp, "messaging.destination.temporary") != "true" {
+				t.Errorf("reply send span lacks messaging.destination.temporary")
+			}
 			replySends++
 			receives := 0
 			for _, r := range s.spans.Ended() {
-				if r.Name() == "receive "+replyTopic && r.Parent().SpanID() == sp.SpanContext().SpanID() {
+				if r.Name() == "receive "+watermillobs.TemporaryDestination && attr(r, "messaging.destination.name") == replyTopic && r.Parent().SpanID() == sp.SpanContext().SpanID() {
 					receives++
 				}
 			}

@@ -443,3 +443,56 @@ type nopPublisher struct{}
 
 func (nopPublisher) Publish(string, ...*message.Message) error { return nil }
 func (nopPublisher) Close() error                              { return nil }
+
+// A hook that panics around a send, before or after next: the message is
+// sent exactly once and the caller sees no error, so its retry cannot send
+// it twice.
+func TestBuses_hook_panic_sends_once(t *testing.T) {
+	for _, when := range []string{"before next", "after next"} {
+		t.Run(when, func(t *testing.T) {
+			reg := hooks.NewRegistry()
+			reg.MustRegister(hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error {
+				if when == "before next" {
+					panic("hook bug")
+				}
+				_ = next(ctx)
+				panic("hook bug")
+			}), hooks.WithOperations("command.send.*", "event.publish.*"))
+			pub := &capturePublisher{}
+			topic := func(string) (string, error) { return "t", nil }
+			inner, err := cqrs.NewCommandBusWithConfig(pub, cqrs.CommandBusConfig{
+				GeneratePublishTopic: func(p cqrs.CommandBusGeneratePublishTopicParams) (string, error) { return topic("") },
+				Marshaler:            marshaler,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			commands, err := cqrsbus.NewCommandBus(inner, cqrsbus.CommandBusConfig{Marshaler: marshaler, Registry: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			innerEvents, err := cqrs.NewEventBusWithConfig(pub, cqrs.EventBusConfig{
+				GeneratePublishTopic: func(p cqrs.GenerateEventPublishTopicParams) (string, error) { return topic("") },
+				Marshaler:            marshaler,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			events, err := cqrsbus.NewEventBus(innerEvents, cqrsbus.EventBusConfig{Marshaler: marshaler, Registry: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := commands.Send(context.Background(), &PlaceOrder{}); err != nil {
+				t.Errorf("Send error = %v, want none: a hook's bug must not fail the send", err)
+			}
+			if err := events.Publish(context.Background(), &OrderPlaced{}); err != nil {
+				t.Errorf("Publish error = %v, want none", err)
+			}
+			pub.mu.Lock()
+			defer pub.mu.Unlock()
+			if len(pub.msgs) != 2 {
+				t.Errorf("%d messages published, want exactly 2 (one command, one event)", len(pub.msgs))
+			}
+		})
+	}
+}

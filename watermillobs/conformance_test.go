@@ -18,7 +18,6 @@ import (
 	"github.com/cqrs-ddd/watermill-observability/watermillobs/promobs"
 )
 
-
 // decorate wraps pub and sub the way an instrumented application does:
 // the publisher in promobs' decorator and in NewPublisher with the default
 // framework hook profile, the subscriber in NewSubscriber. Spans are
