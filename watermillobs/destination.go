@@ -24,9 +24,12 @@ type TopicTemplateFunc func(topic string) string
 // Destination returns what names the destination topic of msg in span
 // names, hook operation names and metric labels: the template that fn
 // gives (fn may be nil), else [TemporaryDestination] for a message of kind
-// [KindReply], else topic itself. temporary reports whether the name is a
+// [KindReply], else topic itself (an empty topic stays empty). temporary reports whether the name is a
 // template rather than the topic.
 func Destination(fn TopicTemplateFunc, topic string, msg *message.Message) (name string, temporary bool) {
+	if topic == "" {
+		return "", false
+	}
 	if fn != nil {
 		if t := fn(topic); t != "" && t != topic {
 			return bound.String(t, bound.Attribute), true

@@ -37,6 +37,7 @@ type Metrics struct {
 	c           *collector
 	now         func() time.Time
 	logger      *slog.Logger
+	template    watermillobs.TopicTemplateFunc
 	observeHook func()
 }
 
@@ -73,6 +74,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		c:           c,
 		now:         cfg.now,
 		logger:      cfg.log(),
+		template:    cfg.template,
 		observeHook: cfg.observeHook,
 	}, nil
 }
@@ -394,4 +396,11 @@ func (m *Metrics) recoverPanic(ctx context.Context) {
 		slog.Uint64("panics", n),
 		slog.String("stack", bound.String(string(debug.Stack()), 4*bound.Error)),
 	)
+}
+
+// topicLabel is the topic label of a message sent to or consumed from
+// topic: its template when it is a per-request destination.
+func (m *Metrics) topicLabel(topic string, msg *message.Message) string {
+	dest, _ := watermillobs.Destination(m.template, topic, msg)
+	return labelValue(dest)
 }

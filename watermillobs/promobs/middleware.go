@@ -114,7 +114,7 @@ func (m *Metrics) observeHandled(ctx context.Context, msg *message.Message, star
 	hs.duration.observe(now.Sub(start).Seconds(), exemplar)
 	hs.total.add(1, exemplar)
 
-	topic := labelValue(message.SubscribeTopicFromCtx(ctx))
+	topic := m.topicLabel(message.SubscribeTopicFromCtx(ctx), msg)
 	m.c.consumedSeries(topic, labelValue(message.HandlerNameFromCtx(ctx)), result).total.add(1, exemplar)
 	if !first {
 		return

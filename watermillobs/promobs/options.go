@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
 // Default cardinality caps and buckets.
@@ -34,6 +36,7 @@ type config struct {
 	timeInQueueBuckets []float64
 	constLabels        prometheus.Labels
 	logger             *slog.Logger
+	template           watermillobs.TopicTemplateFunc
 
 	// now and observeHook are set only by tests (export_test.go).
 	now         func() time.Time
@@ -153,6 +156,22 @@ func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(c *config) {
 		if l != nil {
 			c.logger = l
+		}
+	})
+}
+
+// WithTopicTemplate sets the function that maps per-request topics to the
+// template that stands in for them in the topic label (see
+// watermillobs.TopicTemplateFunc), so that replies on a topic per request
+// do not take the slots that [WithMaxTopics] keeps for real topics. Give
+// watermillobs the same function (watermillobs.WithTopicTemplate) so that
+// span names agree. Messages of kind reply use
+// watermillobs.TemporaryDestination when fn does not map their topic. A nil
+// fn is ignored. If not set, only replies are templated.
+func WithTopicTemplate(fn watermillobs.TopicTemplateFunc) Option {
+	return optionFunc(func(c *config) {
+		if fn != nil {
+			c.template = fn
 		}
 	})
 }

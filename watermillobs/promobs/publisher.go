@@ -67,10 +67,14 @@ func (p *publisher) Close() error {
 
 func (m *Metrics) observePublish(topic string, msgs []*message.Message, start time.Time, failed bool) {
 	var exemplar prometheus.Labels
+	var first *message.Message
 	ctx := context.Background()
 	for _, msg := range msgs {
 		if msg == nil {
 			continue
+		}
+		if first == nil {
+			first = msg
 		}
 		if exemplar = exemplarLabels(msg.Context()); exemplar != nil {
 			ctx = msg.Context()
@@ -81,7 +85,7 @@ func (m *Metrics) observePublish(topic string, msgs []*message.Message, start ti
 	if m.observeHook != nil {
 		m.observeHook()
 	}
-	s := m.c.publishedSeries(labelValue(topic), outcome(failed))
+	s := m.c.publishedSeries(m.topicLabel(topic, first), outcome(failed))
 	s.duration.observe(m.now().Sub(start).Seconds(), exemplar)
 	s.total.add(float64(len(msgs)), exemplar)
 }
