@@ -46,16 +46,32 @@
 // [WithLinkOnly] and [WithLinkAfter] start a new trace with a span link
 // instead, for delayed or long-queued messages.
 //
-// [InstallFrameworkHooks] turns hook operations (publisher.publish.*,
-// consumer.consume.*, saga.run.*, ...) into spans, with a production profile
-// of operation patterns by default.
+// One span per message per hop: a Publish call stays one call of the
+// wrapped publisher, and each message gets one send span.
+//
+// [InstallFrameworkHooks] turns hook operations (saga.run.*, uow.*, ...)
+// into spans, with a production profile of operation patterns by default.
+// The publisher.publish.* and consumer.consume.* operations run inside a
+// send or process span already and get no second span; other hooks still
+// see them.
+//
+// Per-request destinations (replies, and topics mapped with
+// [WithTopicTemplate]) name spans, operations and metric labels by a
+// template ([Destination]); the raw topic stays in
+// messaging.destination.name.
 //
 // # Configuration
 //
-// Every constructor takes [Option] values. TracerProvider and propagator
-// default to the OpenTelemetry globals (otel.GetTracerProvider,
-// otel.GetTextMapPropagator), resolved when the middleware is built; with no
-// SDK configured, everything is a cheap no-op. The logger defaults to
+// Every constructor takes [Option] values. The TracerProvider defaults to
+// otel.GetTracerProvider, resolved when the middleware is built; with no
+// SDK configured, spans are a cheap no-op. The propagator is the one of
+// [WithPropagators], else the global one looked up per message, so
+// otel.SetTextMapPropagator may run before or after instrumenting; while no
+// global was ever set, W3C TraceContext and Baggage are used (logged once at
+// level Info), and an empty composite propagator turns propagation off.
+// messaging.system comes from [WithMessagingSystem], else from the
+// transport (the wrapped publisher's or subscriber's type, or the names the
+// router puts in the message context), else it is omitted. The logger defaults to
 // slog.Default and the hook registry to the one in the message context (or
 // hooks.Default).
 package watermillobs
