@@ -48,8 +48,7 @@ func Example() {
 	}
 	pub := watermillobs.NewPublisher(pubSub) // send spans and the metadata contract
 
-	// 2. The CQRS configurations, with the instrumentation chained in.
-	obs := cqrsbus.New(cqrsbus.Config{Registry: reg})
+	// 2. Watermill's own CQRS configurations.
 	marshaler := cqrs.JSONMarshaler{GenerateName: cqrs.StructName}
 	busConfig := cqrs.CommandBusConfig{
 		GeneratePublishTopic: func(p cqrs.CommandBusGeneratePublishTopicParams) (string, error) {
@@ -57,14 +56,12 @@ func Example() {
 		},
 		Marshaler: marshaler,
 	}
-	obs.InstrumentCommandBusConfig(&busConfig)
 	eventBusConfig := cqrs.EventBusConfig{
 		GeneratePublishTopic: func(p cqrs.GenerateEventPublishTopicParams) (string, error) {
 			return "events." + p.EventName, nil
 		},
 		Marshaler: marshaler,
 	}
-	obs.InstrumentEventBusConfig(&eventBusConfig)
 	commandProcessorConfig := cqrs.CommandProcessorConfig{
 		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) {
 			return "commands." + p.CommandName, nil
@@ -74,7 +71,6 @@ func Example() {
 		},
 		Marshaler: marshaler,
 	}
-	obs.InstrumentCommandProcessorConfig(&commandProcessorConfig)
 	eventProcessorConfig := cqrs.EventProcessorConfig{
 		GenerateSubscribeTopic: func(p cqrs.EventProcessorGenerateSubscribeTopicParams) (string, error) {
 			return "events." + p.EventName, nil
@@ -84,25 +80,20 @@ func Example() {
 		},
 		Marshaler: marshaler,
 	}
-	obs.InstrumentEventProcessorConfig(&eventProcessorConfig)
 
-	// 3. The buses, wrapped for their hook operations.
-	innerCommands, err := cqrs.NewCommandBusWithConfig(pub, busConfig)
+	// 3. One call instruments them all and builds the buses.
+	cqrsLayer, err := cqrsbus.Wire(cqrsbus.WireConfig{
+		Instrumentation:  cqrsbus.Config{Registry: reg},
+		Publisher:        pub,
+		CommandBus:       &busConfig,
+		EventBus:         &eventBusConfig,
+		CommandProcessor: &commandProcessorConfig,
+		EventProcessor:   &eventProcessorConfig,
+	})
 	if err != nil {
 		panic(err)
 	}
-	commands, err := cqrsbus.NewCommandBus(innerCommands, cqrsbus.CommandBusConfig{Marshaler: marshaler, Registry: reg})
-	if err != nil {
-		panic(err)
-	}
-	innerEvents, err := cqrs.NewEventBusWithConfig(pub, eventBusConfig)
-	if err != nil {
-		panic(err)
-	}
-	events, err := cqrsbus.NewEventBus(innerEvents, cqrsbus.EventBusConfig{Marshaler: marshaler, Registry: reg})
-	if err != nil {
-		panic(err)
-	}
+	commands, events := cqrsLayer.CommandBus(), cqrsLayer.EventBus()
 
 	// 4. Handlers: nothing observability-specific in them.
 	commandProcessor, err := cqrs.NewCommandProcessorWithConfig(router, commandProcessorConfig)

@@ -73,12 +73,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if err := watermillobs.Instrument(router, append(opts, watermillobs.WithBackends(metrics))...); err != nil {
-		return err
-	}
-	pub := watermillobs.NewPublisher(pubSub, opts...)
-	obs := cqrsbus.New(cqrsbus.Config{TracerProvider: tp, Propagator: prop})
 
+	// Watermill's own CQRS configurations, untouched by observability.
 	marshaler := cqrs.JSONMarshaler{GenerateName: cqrs.StructName}
 	topic := func(name string) string { return "shop." + name }
 	subscriber := func() (message.Subscriber, error) { return pubSub, nil }
@@ -87,12 +83,10 @@ func run() error {
 		GeneratePublishTopic: func(p cqrs.CommandBusGeneratePublishTopicParams) (string, error) { return topic(p.CommandName), nil },
 		Marshaler:            marshaler,
 	}
-	obs.InstrumentCommandBusConfig(&cbc)
 	ebc := cqrs.EventBusConfig{
 		GeneratePublishTopic: func(p cqrs.GenerateEventPublishTopicParams) (string, error) { return topic(p.EventName), nil },
 		Marshaler:            marshaler,
 	}
-	obs.InstrumentEventBusConfig(&ebc)
 	cpc := cqrs.CommandProcessorConfig{
 		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) {
 			return topic(p.CommandName), nil
@@ -102,7 +96,6 @@ func run() error {
 		},
 		Marshaler: marshaler,
 	}
-	obs.InstrumentCommandProcessorConfig(&cpc)
 	epc := cqrs.EventProcessorConfig{
 		GenerateSubscribeTopic: func(p cqrs.EventProcessorGenerateSubscribeTopicParams) (string, error) {
 			return topic(p.EventName), nil
@@ -110,9 +103,8 @@ func run() error {
 		SubscriberConstructor: func(cqrs.EventProcessorSubscriberConstructorParams) (message.Subscriber, error) { return subscriber() },
 		Marshaler:             marshaler,
 	}
-	obs.InstrumentEventProcessorConfig(&epc)
 	rrc := requestreply.PubSubBackendConfig{
-		Publisher:             pub,
+		Publisher:             pubSub,
 		SubscriberConstructor: func(requestreply.PubSubBackendSubscribeParams) (message.Subscriber, error) { return subscriber() },
 		GeneratePublishTopic: func(p requestreply.PubSubBackendPublishParams) (string, error) {
 			return topic("reply." + string(p.OperationID)), nil
@@ -121,24 +113,20 @@ func run() error {
 			return topic("reply." + string(p.OperationID)), nil
 		},
 	}
-	obs.InstrumentPubSubBackendConfig(&rrc)
 
-	innerCommands, err := cqrs.NewCommandBusWithConfig(pub, cbc)
+	// The observability of the CQRS layer: four lines of this module.
+	if err := watermillobs.Instrument(router, append(opts, watermillobs.WithBackends(metrics))...); err != nil {
+		return err
+	}
+	pub := watermillobs.NewPublisher(pubSub, opts...)
+	rrc.Publisher = pub // the replies' send spans
+	cqrsLayer, err := cqrsbus.Wire(cqrsbus.WireConfig{Instrumentation: cqrsbus.Config{TracerProvider: tp, Propagator: prop},
+		Publisher: pub, CommandBus: &cbc, EventBus: &ebc, CommandProcessor: &cpc, EventProcessor: &epc, RequestReply: &rrc})
 	if err != nil {
 		return err
 	}
-	commands, err := cqrsbus.NewCommandBus(innerCommands, cqrsbus.CommandBusConfig{Marshaler: marshaler})
-	if err != nil {
-		return err
-	}
-	innerEvents, err := cqrs.NewEventBusWithConfig(pub, ebc)
-	if err != nil {
-		return err
-	}
-	events, err := cqrsbus.NewEventBus(innerEvents, cqrsbus.EventBusConfig{Marshaler: marshaler})
-	if err != nil {
-		return err
-	}
+	commands, events := cqrsLayer.CommandBus(), cqrsLayer.EventBus()
+
 	backend, err := requestreply.NewPubSubBackend[OrderStatus](rrc, requestreply.BackendPubsubJSONMarshaler[OrderStatus]{})
 	if err != nil {
 		return err
