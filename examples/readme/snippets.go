@@ -156,7 +156,6 @@ func instrumentCQRS(
 	r *http.Request, requestID, id string,
 	logger watermill.LoggerAdapter,
 	redisPublisher message.Publisher,
-	marshaler cqrs.CommandEventMarshaler,
 	commandBusConfig cqrs.CommandBusConfig,
 	eventBusConfig cqrs.EventBusConfig,
 	commandProcessorConfig cqrs.CommandProcessorConfig,
@@ -168,21 +167,25 @@ func instrumentCQRS(
 	// readme:begin cqrs
 	router, _ := message.NewRouter(message.RouterConfig{}, logger)
 	metrics, _ := promobs.New(prometheus.DefaultRegisterer)
+
+	// Four lines wire the CQRS layer, on top of Watermill's own configurations.
 	_ = watermillobs.Instrument(router, watermillobs.WithBackends(metrics, sentryobs.New()))
 	pub := watermillobs.NewPublisher(redisPublisher)
-
-	obs := cqrsbus.New(cqrsbus.Config{})
-	obs.InstrumentCommandBusConfig(&commandBusConfig)                   // OnSend
-	obs.InstrumentEventBusConfig(&eventBusConfig)                       // OnPublish
-	obs.InstrumentCommandProcessorConfig(&commandProcessorConfig)       // OnHandle
-	obs.InstrumentEventProcessorConfig(&eventProcessorConfig)           // OnHandle
-	obs.InstrumentEventGroupProcessorConfig(&eventGroupProcessorConfig) // OnHandle
-	obs.InstrumentPubSubBackendConfig(&requestReplyConfig)              // ModifyNotificationMessage
-
-	inner, _ := cqrs.NewCommandBusWithConfig(pub, commandBusConfig)
-	commands, _ := cqrsbus.NewCommandBus(inner, cqrsbus.CommandBusConfig{Marshaler: marshaler})
-	innerEvents, _ := cqrs.NewEventBusWithConfig(pub, eventBusConfig)
-	events, _ := cqrsbus.NewEventBus(innerEvents, cqrsbus.EventBusConfig{Marshaler: marshaler})
+	cqrsLayer, err := cqrsbus.Wire(cqrsbus.WireConfig{
+		Publisher:           pub,
+		CommandBus:          &commandBusConfig,
+		EventBus:            &eventBusConfig,
+		CommandProcessor:    &commandProcessorConfig,
+		EventProcessor:      &eventProcessorConfig,
+		EventGroupProcessor: &eventGroupProcessorConfig,
+		RequestReply:        &requestReplyConfig,
+	})
+	if err != nil {
+		return err
+	}
+	commands, events := cqrsLayer.CommandBus(), cqrsLayer.EventBus()
+	// Then build the processors and the request/reply backend from the
+	// same configurations with Watermill's constructors.
 
 	// An entry point starts the conversation; handlers pass their ctx on.
 	ctx := hooks.WithCorrelationID(r.Context(), requestID)
