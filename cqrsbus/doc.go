@@ -16,6 +16,11 @@
 //
 // # Pieces
 //
+//   - [Wire] is the one obvious path: given the Watermill configurations
+//     of a service (buses, command, event and event-group processors, the
+//     request/reply backend), it chains the instrumentation into each and
+//     builds the wrapped buses, with one registry and the configurations'
+//     own marshalers.
 //   - [Instrumentation] ([New]) chains into the single-function hooks of the
 //     Watermill configurations without dropping a function already set:
 //     [Instrumentation.OnSend] and [Instrumentation.OnPublish] stamp the
@@ -54,17 +59,17 @@
 //	_ = watermillobs.Instrument(router, watermillobs.WithBackends(metrics, sentryobs.New()))
 //	pub := watermillobs.NewPublisher(redisPublisher)
 //
-//	obs := cqrsbus.New(cqrsbus.Config{})
-//	obs.InstrumentCommandBusConfig(&commandBusConfig)
-//	obs.InstrumentEventBusConfig(&eventBusConfig)
-//	obs.InstrumentCommandProcessorConfig(&commandProcessorConfig)
-//	obs.InstrumentEventProcessorConfig(&eventProcessorConfig)
-//	obs.InstrumentPubSubBackendConfig(&requestReplyConfig) // if you use requestreply
-//
-//	inner, _ := cqrs.NewCommandBusWithConfig(pub, commandBusConfig)
-//	commands, _ := cqrsbus.NewCommandBus(inner, cqrsbus.CommandBusConfig{Marshaler: marshaler})
-//	innerEvents, _ := cqrs.NewEventBusWithConfig(pub, eventBusConfig)
-//	events, _ := cqrsbus.NewEventBus(innerEvents, cqrsbus.EventBusConfig{Marshaler: marshaler})
+//	cqrsLayer, _ := cqrsbus.Wire(cqrsbus.WireConfig{
+//		Publisher:           pub,
+//		CommandBus:          &commandBusConfig,
+//		EventBus:            &eventBusConfig,
+//		CommandProcessor:    &commandProcessorConfig,
+//		EventProcessor:      &eventProcessorConfig,
+//		EventGroupProcessor: &eventGroupProcessorConfig, // if you use one
+//		RequestReply:        &requestReplyConfig,        // if you use requestreply
+//	})
+//	commands, events := cqrsLayer.CommandBus(), cqrsLayer.EventBus()
+//	// Build the processors and the backend from the same configurations.
 //
 //	// An HTTP handler starts the conversation:
 //	ctx := hooks.WithCorrelationID(r.Context(), requestID)

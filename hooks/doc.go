@@ -30,9 +30,11 @@
 //
 // Run sits on every message's hot path. The set of registrations whose
 // patterns match a name is cached per name, so an operation that no hook
-// wants costs a map lookup and no allocation. Callers that build attributes
-// for an operation should ask [Registry.Enabled] first and skip the work when
-// it reports false.
+// wants costs a map lookup and no allocation. Callers that build the name
+// or the attributes of an operation ask first and skip the work when nothing
+// observes it: [Registry.EnabledPrefix] for a family whose names end in a
+// dynamic part ("publisher.publish." + topic), before building the name;
+// [Registry.Enabled] for a name that is already at hand.
 //
 // # Correlation
 //
