@@ -199,3 +199,9 @@ func instrumentCQRS(
 	_, _ = events, reply
 	return err
 }
+
+// The snippets are compiled, never run: this keeps them referenced.
+var _ = []any{
+	hooksQuickStart, hotPath, configureOTel, instrumentRouter, wrapPublisher,
+	middlewaresAlone, frameworkHooks, instrumentCQRS,
+}
