@@ -27,7 +27,7 @@ func decorate(t *testing.T, pub message.Publisher, sub message.Subscriber) (mess
 	tp := sdktrace.NewTracerProvider()
 	reg := hooks.NewRegistry()
 	opts := []watermillobs.Option{watermillobs.WithTracerProvider(tp), watermillobs.WithRegistry(reg)}
-	if _, err := watermillobs.InstallFrameworkHooks(opts...); err != nil {
+	if _, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: reg, TracerProvider: tp}); err != nil {
 		t.Fatalf("cannot install framework hooks: %v", err)
 	}
 	metrics, err := promobs.New(prometheus.NewRegistry())

@@ -29,8 +29,8 @@ func shopTemplate(topic string) string {
 // 25,000 reply topics make a handful of span and operation names, and take
 // no topic label slot from real topics.
 func TestPublisher_per_request_topics_stay_low_cardinality(t *testing.T) {
-	rec, _, opts := newTracing(t)
-	reg := frameworkRegistry(t, opts)
+	rec, tp, opts := newTracing(t)
+	reg := frameworkRegistry(t, tp)
 	var mu sync.Mutex
 	opNames := map[string]bool{}
 	reg.MustRegister(hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error {

@@ -14,16 +14,16 @@ import (
 // Framework operations in the default profile become spans; chatty ones,
 // such as per-handler operations, do not.
 func ExampleInstallFrameworkHooks() {
-	// A real program would omit both options: the global tracer provider
-	// and hooks.Default are used then.
+	// A real program would leave both fields unset: the global tracer
+	// provider and hooks.Default are used then.
 	recorder := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
 	reg := hooks.NewRegistry()
 
-	registration, err := watermillobs.InstallFrameworkHooks(
-		watermillobs.WithRegistry(reg),
-		watermillobs.WithTracerProvider(tp),
-	)
+	registration, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{
+		Registry:       reg,
+		TracerProvider: tp,
+	})
 	if err != nil {
 		fmt.Println(err)
 		return

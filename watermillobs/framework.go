@@ -3,21 +3,25 @@ package watermillobs
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 )
 
 // DefaultFrameworkTraceOperations is the operation profile that
-// [InstallFrameworkHooks] traces unless [WithOperations] is given. It is
+// [InstallFrameworkHooks] traces unless FrameworkHooksConfig.Operations is
+// given. It is
 // meant for production: it covers lifecycle boundaries (units of work,
 // dispatch, publish, consume, the outbox) and the orchestration control
 // plane (sagas, schedulers, projections, replays, locks), and leaves out
 // chatty families such as the per-handler "event.handler.*" operations and
 // cache operations, which would multiply the spans of every message.
 //
-// To trace everything for a short diagnostic session, pass
-// WithOperations("*"). Changing this variable affects only later calls.
+// To trace everything for a short diagnostic session, set Operations to
+// []string{"*"}. Changing this variable affects only later calls.
 var DefaultFrameworkTraceOperations = []string{
 	"uow.*",
 	"event.dispatch.*",
@@ -43,33 +47,54 @@ var DefaultFrameworkTraceOperations = []string{
 // registers its span hook (see [hooks.Registration.Name]).
 const FrameworkHookName = "watermillobs.span"
 
+// FrameworkHooksConfig configures [InstallFrameworkHooks]. The zero value
+// installs the default profile on hooks.Default with the global tracer
+// provider.
+type FrameworkHooksConfig struct {
+	// Registry is the registry the span hook is registered with. If not
+	// set, hooks.Default is used (not the registry of any context).
+	Registry *hooks.Registry
+
+	// TracerProvider creates the tracer of the spans. If not set,
+	// otel.GetTracerProvider() at the time of the call is used.
+	TracerProvider trace.TracerProvider
+
+	// Logger receives panics recovered in the tracing pipeline. If not set,
+	// slog.Default is used.
+	Logger *slog.Logger
+
+	// Operations are the traced operation patterns. If not set (or empty),
+	// [DefaultFrameworkTraceOperations] is used. Use "*" only for short
+	// diagnostic sessions: it traces every operation.
+	Operations []string
+
+	// Priority places the span hook in the pipeline: lower runs outside,
+	// so a negative priority makes the span enclose the other hooks' work.
+	// If not set, 0 is used.
+	Priority int
+
+	// Disabled registers the span hook switched off; switch it on at run
+	// time with the returned registration's SetEnabled. If not set, the
+	// hook starts enabled.
+	Disabled bool
+}
+
 // InstallFrameworkHooks registers the span hook of [NewSpanHook], so that
 // the operations that framework components run through the hook registry
-// (publishing, consuming, units of work, sagas, projections, ...) become
+// (units of work, sagas, projections, outbox batches, ...) become
 // OpenTelemetry spans. Call it once at startup; each call registers another
 // hook.
-//
-// Options:
-//   - [WithRegistry] chooses the registry; if not set, [hooks.Default] is
-//     used (not the registry of any context).
-//   - [WithOperations] chooses the traced operation patterns; if not set
-//     (or set to no patterns), [DefaultFrameworkTraceOperations] is used.
-//   - [WithPriority] places the hook in the pipeline; lower runs outside, so
-//     a negative priority makes the span enclose the other hooks' work.
-//   - [WithEnabled](false) registers the hook switched off.
-//   - [WithTracerProvider] chooses the tracer provider.
 //
 // The returned registration switches the hook on and off at run time
 // (SetEnabled) or removes it (Unregister). InstallFrameworkHooks fails only
 // for a malformed pattern, or when DefaultFrameworkTraceOperations was
-// emptied and WithOperations not given.
-func InstallFrameworkHooks(opts ...Option) (*hooks.Registration, error) {
-	c := newConfig(opts)
-	reg := c.Registry
+// emptied and config.Operations not given.
+func InstallFrameworkHooks(config FrameworkHooksConfig) (*hooks.Registration, error) {
+	reg := config.Registry
 	if reg == nil {
 		reg = hooks.Default()
 	}
-	ops := c.Operations
+	ops := slices.Clone(config.Operations)
 	if len(ops) == 0 {
 		ops = slices.Clone(DefaultFrameworkTraceOperations)
 	}
@@ -77,10 +102,10 @@ func InstallFrameworkHooks(opts ...Option) (*hooks.Registration, error) {
 		// The hooks package reads "no patterns" as "every operation".
 		return nil, errors.New("cannot install framework hooks: no operation patterns")
 	}
-	g, err := reg.Register(NewSpanHook(opts...),
+	g, err := reg.Register(NewSpanHook(WithTracerProvider(config.TracerProvider), WithLogger(config.Logger)),
 		hooks.WithOperations(ops...),
-		hooks.WithPriority(c.Priority),
-		hooks.WithEnabled(!c.Disabled),
+		hooks.WithPriority(config.Priority),
+		hooks.WithEnabled(!config.Disabled),
 		hooks.WithName(FrameworkHookName),
 	)
 	if err != nil {

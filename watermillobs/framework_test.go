@@ -50,7 +50,7 @@ func TestDefaultFrameworkTraceOperations(t *testing.T) {
 func TestInstallFrameworkHooks_operations(t *testing.T) {
 	tests := []struct {
 		name   string
-		opts   []watermillobs.Option
+		ops    []string
 		traced []string
 		silent []string
 	}{
@@ -68,18 +68,18 @@ func TestInstallFrameworkHooks_operations(t *testing.T) {
 		},
 		{
 			name:   "override",
-			opts:   []watermillobs.Option{watermillobs.WithOperations("event.handler.*")},
+			ops:    []string{"event.handler.*"},
 			traced: []string{"event.handler.OrderPlaced.SendMail"},
 			silent: []string{"uow.commit", "publisher.publish.orders"},
 		},
 		{
 			name:   "everything",
-			opts:   []watermillobs.Option{watermillobs.WithOperations("*")},
+			ops:    []string{"*"},
 			traced: []string{"uow.commit", "cache.get", "event.handler.X.Y"},
 		},
 		{
 			name:   "empty override keeps the default",
-			opts:   []watermillobs.Option{watermillobs.WithOperations()},
+			ops:    []string{},
 			traced: []string{"uow.commit"},
 			silent: []string{"cache.get"},
 		},
@@ -88,8 +88,7 @@ func TestInstallFrameworkHooks_operations(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sr, tp := newHookTracer(t)
 			reg := hooks.NewRegistry()
-			opts := append([]watermillobs.Option{watermillobs.WithRegistry(reg), watermillobs.WithTracerProvider(tp)}, tt.opts...)
-			g, err := watermillobs.InstallFrameworkHooks(opts...)
+			g, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: reg, TracerProvider: tp, Operations: tt.ops})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,8 +108,7 @@ func TestInstallFrameworkHooks_operations(t *testing.T) {
 func TestInstallFrameworkHooks_enabled(t *testing.T) {
 	sr, tp := newHookTracer(t)
 	reg := hooks.NewRegistry()
-	g, err := watermillobs.InstallFrameworkHooks(watermillobs.WithRegistry(reg), watermillobs.WithTracerProvider(tp),
-		watermillobs.WithEnabled(false))
+	g, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: reg, TracerProvider: tp, Disabled: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +130,7 @@ func TestInstallFrameworkHooks_enabled(t *testing.T) {
 
 func TestInstallFrameworkHooks_badPattern(t *testing.T) {
 	reg := hooks.NewRegistry()
-	g, err := watermillobs.InstallFrameworkHooks(watermillobs.WithRegistry(reg), watermillobs.WithOperations("uow.*", "saga.[run"))
+	g, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: reg, Operations: []string{"uow.*", "saga.[run"}})
 	if err == nil {
 		t.Fatal("want an error for a malformed pattern")
 	}
@@ -165,8 +163,7 @@ func TestInstallFrameworkHooks_priority(t *testing.T) {
 				sawSpan = trace.SpanContextFromContext(ctx).IsValid()
 				return next(ctx)
 			}))
-			g, err := watermillobs.InstallFrameworkHooks(watermillobs.WithRegistry(reg), watermillobs.WithTracerProvider(tp),
-				watermillobs.WithPriority(tt.priority))
+			g, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: reg, TracerProvider: tp, Priority: tt.priority})
 			if err != nil {
 				t.Fatal(err)
 			}

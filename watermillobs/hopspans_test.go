@@ -14,6 +14,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/panics"
@@ -22,11 +23,11 @@ import (
 )
 
 // frameworkRegistry returns a registry with the default framework span
-// profile installed, as a production service has it.
-func frameworkRegistry(t *testing.T, opts []watermillobs.Option) *hooks.Registry {
+// profile installed, as a production service has it, with spans from tp.
+func frameworkRegistry(t *testing.T, tp trace.TracerProvider) *hooks.Registry {
 	t.Helper()
 	reg := hooks.NewRegistry()
-	if _, err := watermillobs.InstallFrameworkHooks(append(opts, watermillobs.WithRegistry(reg))...); err != nil {
+	if _, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: reg, TracerProvider: tp}); err != nil {
 		t.Fatal(err)
 	}
 	return reg
@@ -35,8 +36,8 @@ func frameworkRegistry(t *testing.T, opts []watermillobs.Option) *hooks.Registry
 // Publish(topic, a, b, c) under the default profile: one broker call, one
 // span per message, and other hooks still see the operation.
 func TestPublisher_batch_one_call_one_span_per_message(t *testing.T) {
-	rec, _, opts := newTracing(t)
-	reg := frameworkRegistry(t, opts)
+	rec, tp, opts := newTracing(t)
+	reg := frameworkRegistry(t, tp)
 	var observed atomic.Int32
 	reg.MustRegister(hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error {
 		observed.Add(1)
@@ -88,8 +89,8 @@ func TestPublisher_batch_one_call_one_span_per_message(t *testing.T) {
 func TestInstrument_one_span_per_consumed_message(t *testing.T) {
 	for _, transport := range []string{"gochannel", "redis streams"} {
 		t.Run(transport, func(t *testing.T) {
-			rec, _, opts := newTracing(t)
-			reg := frameworkRegistry(t, opts)
+			rec, tp, opts := newTracing(t)
+			reg := frameworkRegistry(t, tp)
 			var consumed atomic.Int32
 			reg.MustRegister(hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error {
 				consumed.Add(1)
@@ -204,7 +205,7 @@ func TestInstallFrameworkHooks_panicking_span_processor(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(panickingProcessor{onStart: true, onEnd: true}))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	reg := hooks.NewRegistry()
-	if _, err := watermillobs.InstallFrameworkHooks(watermillobs.WithRegistry(reg), watermillobs.WithTracerProvider(tp)); err != nil {
+	if _, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: reg, TracerProvider: tp}); err != nil {
 		t.Fatal(err)
 	}
 	before := panics.Count()

@@ -36,11 +36,6 @@ type config struct {
 	// Instrument.
 	Backends []Backend
 	Payload  *PayloadTracing
-
-	// InstallFrameworkHooks.
-	Operations []string
-	Priority   int
-	Disabled   bool
 }
 
 func newConfig(opts []Option) config {
@@ -189,25 +184,6 @@ func WithBackends(backends ...Backend) Option {
 // middleware with p. If not set, payloads are not traced.
 func WithPayloadTracing(p PayloadTracing) Option {
 	return optionFunc(func(c *config) { c.Payload = &p })
-}
-
-// WithOperations sets the operation patterns that [InstallFrameworkHooks]
-// traces. If not set, [DefaultFrameworkTraceOperations] is used. Use "*"
-// only for short diagnostic sessions: it traces every operation.
-func WithOperations(patterns ...string) Option {
-	return optionFunc(func(c *config) { c.Operations = append([]string(nil), patterns...) })
-}
-
-// WithPriority sets the priority of the span hook that
-// [InstallFrameworkHooks] registers. If not set, 0 is used.
-func WithPriority(priority int) Option {
-	return optionFunc(func(c *config) { c.Priority = priority })
-}
-
-// WithEnabled sets whether the span hook that [InstallFrameworkHooks]
-// registers starts enabled. If not set, it does.
-func WithEnabled(enabled bool) Option {
-	return optionFunc(func(c *config) { c.Disabled = !enabled })
 }
 
 // WithTopicTemplate sets the function that maps per-request topics to a

@@ -132,14 +132,14 @@ func middlewaresAlone(router *message.Router, metrics *promobs.Metrics) {
 // frameworkHooks is README "Framework hooks as spans".
 func frameworkHooks() error {
 	// readme:begin framework-hooks
-	spans, err := watermillobs.InstallFrameworkHooks() // default production profile
+	spans, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{}) // default production profile
 	if err != nil {
 		return err
 	}
 	spans.SetEnabled(false) // switch off at run time
 
 	// Diagnostics only: every operation as a span.
-	_, err = watermillobs.InstallFrameworkHooks(watermillobs.WithOperations("*"))
+	_, err = watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Operations: []string{"*"}})
 	// readme:end
 	return err
 }
