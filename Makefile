@@ -1,6 +1,9 @@
 # Makefile of github.com/cqrs-ddd/watermill-observability.
 #
-#   make test        start/check Redis and PostgreSQL, go vet, go test -race (what CI runs)
+#   make test        start/check Redis and PostgreSQL, go vet, go test -race, then the
+#                    allocation pins (TestAllocs*) without -race, which they need
+#   make test-integration  the full-size scenarios (WMOBS_FULL=1: Watermill's whole
+#                    Pub/Sub suite, ...), with -race; CI runs it after make test
 #   make services    only start/check the test services (scripts/test-services.sh)
 #   make demo        run examples/quickstart (needs no server)
 #   make demo-cqrs   run examples/cqrs: one order through the CQRS layer (needs no server)
@@ -22,12 +25,21 @@ FUZZTIME ?= 20s
 # package:FuzzName pairs, separated by spaces.
 FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./internal/bound:FuzzIsID ./watermillobs:FuzzPayloadSanitize ./watermillobs:FuzzMetadata
 
-.PHONY: test services demo demo-cqrs bench lint fuzz-short
+.PHONY: test test-integration services demo demo-cqrs bench lint fuzz-short
+
+# The allocation pins skip under -race (the detector allocates), so they run
+# once more without it.
+ALLOC_TESTS ?= ^TestAllocs
 
 test:
 	bash scripts/test-services.sh
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) ./...
+	$(GO) test -count=1 -run '$(ALLOC_TESTS)' $(GOTESTFLAGS) ./...
+
+test-integration:
+	bash scripts/test-services.sh
+	WMOBS_FULL=1 $(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
 
 services:
 	bash scripts/test-services.sh

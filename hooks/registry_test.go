@@ -665,7 +665,7 @@ func TestMulti(t *testing.T) {
 	}
 }
 
-func TestRun_no_match_does_not_allocate(t *testing.T) {
+func TestAllocs_run_with_no_match(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
@@ -728,7 +728,7 @@ func TestCorrelation_snapshot_restore_across_goroutines(t *testing.T) {
 	}
 }
 
-func TestRestore_one_allocation_and_a_transparent_context(t *testing.T) {
+func TestAllocs_restore_one_allocation_and_a_transparent_context(t *testing.T) {
 	type key struct{}
 	parent, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "outer"))
 	v := hooks.Vars{CorrelationID: "corr-1", CausationID: "msg-7"}

@@ -318,7 +318,7 @@ func raceBuild() bool {
 	return false
 }
 
-func TestConsumeHooks_noHookNoAlloc(t *testing.T) {
+func TestAllocs_consume_hooks_unobserved(t *testing.T) {
 	if raceBuild() {
 		t.Skip("allocation counts are not pinned under -race")
 	}

@@ -303,7 +303,7 @@ func TestLogging_hostileMetadata(t *testing.T) {
 	}
 }
 
-func TestLogging_disabledLevelCostsNoFields(t *testing.T) {
+func TestAllocs_logging_disabled_level(t *testing.T) {
 	logger := slog.New(slog.NewJSONHandler(&loggingBuffer{}, &slog.HandlerOptions{Level: slog.LevelError}))
 	h := watermillobs.Logging(watermillobs.WithLogger(logger))(func(*message.Message) ([]*message.Message, error) {
 		return nil, nil

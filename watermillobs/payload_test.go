@@ -426,7 +426,7 @@ func TestPayloadTracing_nonJSON(t *testing.T) {
 	}
 }
 
-func TestPayloadTracing_noRecordingSpan(t *testing.T) {
+func TestAllocs_payload_tracing_without_recording_span(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSampler(sdktrace.NeverSample()))
 	sampledOut, span := tp.Tracer("test").Start(context.Background(), "process")
