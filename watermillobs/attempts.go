@@ -74,7 +74,8 @@ func countAttempt(id *countingID, h message.HandlerFunc) message.HandlerFunc {
 // message whose context is ctx: 1 during and after the first attempt, 2
 // after the first retry, and so on. It returns 0 when attempts are not
 // counted. The count is per delivery: a message that the broker redelivers
-// starts again at 1.
+// starts again at 1. When counted retries are nested, the outermost one
+// counts.
 func Attempts(ctx context.Context) int {
 	if ctx == nil {
 		return 0
