@@ -5,7 +5,9 @@ import "github.com/ThreeDotsLabs/watermill/message"
 // A Backend is an observability backend that lives in its own package
 // (promobs, sentryobs) so that programs which do not use it do not link its
 // dependencies. [Instrument] installs its router middleware after the
-// tracing middleware, so the backend sees the message's span.
+// tracing middleware, so the backend sees the message's span, and outside
+// the retry of [WithRetry], so it sees one final outcome per delivery and
+// can read [Attempts] once the handler has returned.
 type Backend interface {
 	HandlerMiddleware() message.HandlerMiddleware
 }

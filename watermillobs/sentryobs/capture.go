@@ -3,6 +3,7 @@ package sentryobs
 import (
 	"fmt"
 	"log/slog"
+	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/getsentry/sentry-go"
@@ -30,6 +31,10 @@ const (
 	// TagTraceID is the hex OpenTelemetry trace ID of the span that is
 	// active for the message, so an event can be searched by trace ID.
 	TagTraceID = "trace_id"
+	// TagAttempts is the number of handler attempts the retry of
+	// watermillobs.WithRetry (or watermillobs.CountAttempts) made before
+	// the reported failure; unset when attempts are not counted.
+	TagAttempts = "attempts"
 )
 
 // ContextMessage is the name of the event context that carries the
@@ -47,6 +52,8 @@ type Capture struct {
 	hub    *sentry.Hub
 	logger *slog.Logger
 	ignore func(error) bool
+	// dedup is nil when redeliveries are not deduplicated.
+	dedup *dedup
 }
 
 var _ watermillobs.Backend = (*Capture)(nil)
@@ -55,7 +62,12 @@ var _ watermillobs.Backend = (*Capture)(nil)
 // for every message, so New may be called before sentry.Init.
 func New(opts ...Option) *Capture {
 	c := newConfig(opts)
-	return &Capture{hub: c.Hub, logger: c.Logger, ignore: c.Ignore}
+	return &Capture{
+		hub:    c.Hub,
+		logger: c.Logger,
+		ignore: c.Ignore,
+		dedup:  newDedup(c.DedupWindow, c.DedupSize),
+	}
 }
 
 // Middleware is a shorthand for New(opts...).HandlerMiddleware(), for
@@ -67,7 +79,8 @@ func Middleware(opts ...Option) message.HandlerMiddleware {
 // HandlerMiddleware returns the router middleware that, for every message,
 // clones the hub into the message's context (sentry.GetHubFromContext), tags
 // its scope with the message's type, kind, correlation ID, handler, topic and
-// trace ID, and captures the handler's error or panic. Errors are returned
+// trace ID, and captures the handler's error or panic, once per message and
+// handler within the window of [WithDedupWindow]. Errors are returned
 // unchanged and panics are re-raised with the same value, so the router and
 // outer middlewares behave exactly as without it. When the hub has no client
 // (sentry.Init was not called), messages pass straight through.
@@ -172,6 +185,10 @@ func (c *Capture) captureError(hub *sentry.Hub, msg *message.Message, err error)
 	if c.ignore != nil && c.ignore(err) {
 		return
 	}
+	if c.duplicate(msg) {
+		return
+	}
+	setAttempts(hub, msg)
 	// Like hub.CaptureException, plus the message's context in the hint,
 	// for BeforeSend callbacks and Sentry's OpenTelemetry integration.
 	event := hub.Client().EventFromException(err, sentry.LevelError)
@@ -183,7 +200,33 @@ func (c *Capture) captureError(hub *sentry.Hub, msg *message.Message, err error)
 
 func (c *Capture) capturePanic(hub *sentry.Hub, msg *message.Message, v any) {
 	defer c.recoverCapture(msg)
+	if c.duplicate(msg) {
+		return
+	}
+	setAttempts(hub, msg)
 	hub.RecoverWithContext(msg.Context(), v)
+}
+
+// duplicate reports whether a failure of msg in this handler was already
+// reported within the dedup window. The key includes the handler name, so
+// that a message fanned out to several handlers is reported by each; a
+// message without UUID cannot be told apart from others and is always
+// reported.
+func (c *Capture) duplicate(msg *message.Message) bool {
+	if c.dedup == nil || msg.UUID == "" {
+		return false
+	}
+	key := bound.String(message.HandlerNameFromCtx(msg.Context()), bound.Attribute) +
+		"\x00" + bound.String(msg.UUID, bound.Attribute)
+	return c.dedup.suppress(key)
+}
+
+// setAttempts tags the scope with the number of attempts, read after the
+// handler returned or panicked, when a retry counted them.
+func setAttempts(hub *sentry.Hub, msg *message.Message) {
+	if n := watermillobs.Attempts(msg.Context()); n > 0 {
+		hub.Scope().SetTag(TagAttempts, strconv.Itoa(n))
+	}
 }
 
 // recoverCapture keeps a panicking transport, BeforeSend or error filter from

@@ -32,6 +32,44 @@
 // this package. If Recoverer runs inside this middleware, the panic arrives
 // as Recoverer's error and is captured as such.
 //
+// # Retries, poison queues and redeliveries
+//
+// A message whose handler keeps failing must not flood Sentry with one
+// event per attempt. Sentry's own queue integrations report the final
+// failure; this package does the same when the middlewares are in this
+// order (the router runs the first one added outermost):
+//
+//	poison, err := middleware.PoisonQueue(publisher, "orders.poison")
+//	if err != nil { ... }
+//	router.AddMiddleware(poison) // outermost: sees only the final error
+//	err = watermillobs.Instrument(router,
+//		watermillobs.WithBackends(sentryobs.New()),
+//		watermillobs.WithRetry(middleware.Retry{MaxRetries: 3}.Middleware),
+//	)
+//
+// With [watermillobs.WithRetry], Instrument installs the retry inside this
+// middleware, so one event is captured per delivery, after the last
+// attempt, tagged [TagAttempts] with the number of attempts ("4" above).
+// When assembling the chain by hand, wrap the retry with
+// watermillobs.CountAttempts and add it after this middleware. A retry
+// added before Instrument (or before this middleware) runs outside it, and
+// every attempt is captured, without the attempts tag.
+//
+// A message that is nacked and redelivered by the broker (no retry, or
+// retries exhausted without a poison queue) fails again on every delivery.
+// Its failures in one handler are therefore reported once per window: the
+// first failure of a message UUID in a handler is captured, and further
+// failures of the same UUID in the same handler are not, until
+// [WithDedupWindow] (a minute by default) has passed since that report.
+// The handler name is part of the key, so a message fanned out to several
+// handlers is reported by each; messages without a UUID are always
+// reported. Errors rejected by [WithIgnoreErrors] do not count. The
+// messages are remembered in a fixed-size set ([WithDedupSize], 4096 by
+// default) where each new message evicts the oldest, so memory stays bounded
+// however many messages fail; no goroutine or timer is involved.
+// Suppressed failures still reach the router unchanged. WithDedupWindow(0)
+// reports every failure.
+//
 // # Tags and the hub in the context
 //
 // Every message gets its own clone of the hub, so what one handler adds to
@@ -39,9 +77,9 @@
 // clone is put into the message's context: handler code reaches it with
 // sentry.GetHubFromContext(msg.Context()) to add breadcrumbs, tags or its
 // own events. Its scope carries the tags [TagMessageType]
-// (cqrs.message_type), [TagCorrelationID], [TagHandler], [TagTopic] and
-// [TagMessageKind], and a [ContextMessage] context with the message UUID and
-// causation ID. Tag values come from untrusted metadata and are cut to
+// (cqrs.message_type), [TagCorrelationID], [TagHandler], [TagTopic],
+// [TagMessageKind] and, when a retry counted them, [TagAttempts], and a
+// [ContextMessage] context with the message UUID and causation ID. Tag values come from untrusted metadata and are cut to
 // [TagValueLimit] bytes of valid UTF-8.
 //
 // # Trace linking

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/getsentry/sentry-go"
 )
@@ -14,12 +15,23 @@ type config struct {
 	Hub    *sentry.Hub
 	Logger *slog.Logger
 	Ignore func(error) bool
+
+	DedupWindow time.Duration
+	DedupSize   int
 }
+
+// Defaults of [WithDedupWindow] and [WithDedupSize].
+const (
+	DefaultDedupWindow = time.Minute
+	DefaultDedupSize   = 4096
+)
 
 func newConfig(opts []Option) config {
 	c := config{
-		Hub:    sentry.CurrentHub(),
-		Ignore: isCanceled,
+		Hub:         sentry.CurrentHub(),
+		Ignore:      isCanceled,
+		DedupWindow: DefaultDedupWindow,
+		DedupSize:   DefaultDedupSize,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -75,6 +87,34 @@ func WithIgnoreErrors(ignore func(err error) bool) Option {
 	return optionFunc(func(c *config) {
 		if ignore != nil {
 			c.Ignore = ignore
+		}
+	})
+}
+
+// WithDedupWindow sets how long a failure of a message in a handler
+// suppresses further reports of the same message (by UUID) in the same
+// handler, so that a poison message the broker redelivers again and again
+// makes one Sentry event per window instead of one per delivery. The window
+// runs from the report: suppressed failures do not extend it. A window of
+// zero or less turns deduplication off. If not set, [DefaultDedupWindow] (a
+// minute) is used.
+//
+// Suppressed failures still return their error or re-raise their panic to
+// the router unchanged; only the Sentry event is skipped. Messages without
+// a UUID are always reported.
+func WithDedupWindow(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.DedupWindow = d })
+}
+
+// WithDedupSize sets how many recently reported messages are remembered for
+// [WithDedupWindow]. The memory is allocated once and never grows: when it
+// is full, each new message forgets the oldest one, which is then reported
+// again on its next failure. A size of zero or less is ignored. If not set,
+// [DefaultDedupSize] is used.
+func WithDedupSize(n int) Option {
+	return optionFunc(func(c *config) {
+		if n > 0 {
+			c.DedupSize = n
 		}
 	})
 }
