@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 	"github.com/cqrs-ddd/watermill-observability/internal/spans"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
@@ -95,9 +96,8 @@ func registryFor(r *hooks.Registry, ctx context.Context) *hooks.Registry {
 	return hooks.FromContext(ctx)
 }
 
-// recovered logs a panic recovered inside this package's own code.
+// recovered logs and counts a panic recovered inside this package's own
+// code.
 func (i *Instrumentation) recovered(ctx context.Context, during string, v any) {
-	defer func() { _ = recover() }() // a broken log handler must not matter either
-	i.logger.LogAttrs(ctx, slog.LevelError, "cqrsbus: recovered panic in instrumentation",
-		slog.String("during", during), slog.Any("panic", v))
+	panics.Report(ctx, i.logger, "cqrsbus: recovered panic in instrumentation", v, slog.String("during", during))
 }

@@ -3,11 +3,12 @@ package hooks
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 )
 
 // A Registry holds registered hooks and runs operations through them.
@@ -329,11 +330,9 @@ func (t *pendingTracker) wait(ctx context.Context) error {
 	}
 }
 
-// reportPanic logs a recovered panic at level Error. hooks stays standard
-// library only, so this is internal/panics.Report without the count; a
-// panic of the log handler itself is swallowed.
+// reportPanic logs a recovered panic at level Error and counts it with the
+// module's other recovered panics; a panic of the log handler itself is
+// swallowed.
 func (r *Registry) reportPanic(ctx context.Context, msg string, v any, attrs ...slog.Attr) {
-	defer func() { _ = recover() }()
-	attrs = append(attrs, slog.String("panic", fmt.Sprint(v)))
-	r.log().LogAttrs(ctx, slog.LevelError, msg, attrs...)
+	panics.Report(ctx, r.log(), msg, v, attrs...)
 }

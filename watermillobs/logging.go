@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 )
 
 // Logging returns a router middleware that writes one log record per
@@ -63,8 +64,10 @@ func logHandled(logger *slog.Logger, msg *message.Message, d time.Duration, err 
 	defer func() {
 		// Only the logger's own handler can panic here. Reporting through
 		// it again would fail the same way, so the record is dropped: the
-		// message must not fail because its log line did.
-		_ = recover()
+		// message must not fail because its log line did. It is counted.
+		if recover() != nil {
+			panics.Recovered()
+		}
 	}()
 	if msg == nil {
 		return

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 )
 
 // DefaultSensitiveFields are the keys whose values [PayloadTracing] redacts
@@ -221,8 +222,7 @@ func normalizeFieldKeySlow(k string) string {
 func (s *payloadSanitizer) record(ctx context.Context, span trace.Span, payload []byte) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.logger.LogAttrs(ctx, slog.LevelError, "watermillobs: payload tracing failed",
-				slog.String("panic", boundedPanicValue(r)))
+			panics.Report(ctx, s.logger, "watermillobs: payload tracing failed", boundedPanicValue(r))
 		}
 	}()
 	if len(payload) == 0 {

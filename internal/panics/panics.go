@@ -17,6 +17,10 @@ var count atomic.Uint64
 // started.
 func Count() uint64 { return count.Load() }
 
+// Recovered counts a recovered panic that the caller logs itself (a
+// caller that rate-limits its logs, say).
+func Recovered() { count.Add(1) }
+
 // Report counts a recovered panic and logs msg at level Error with the
 // panic value and attrs, through logger (nil: slog.Default). A panic of the
 // log handler itself is swallowed: reporting must never fail the caller.

@@ -35,7 +35,9 @@
 //     observation per Publish call.
 //
 // And promobs_internal_errors_total (counter): panics recovered inside this
-// package (see Reliability).
+// package (see Reliability); watermill_observability_recovered_panics_total
+// (counter): panics recovered anywhere in this module's own code
+// (watermillobs.RecoveredPanics), these included.
 //
 // Names follow the Prometheus conventions (base units, counters end in
 // _total) and can be prefixed with [WithNamespace]. Durations use

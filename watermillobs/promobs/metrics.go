@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
@@ -112,6 +113,7 @@ type collector struct {
 	publishedTotal  *prometheus.CounterVec
 	publishDuration *prometheus.HistogramVec
 	internalErrors  prometheus.Counter
+	recovered       prometheus.CounterFunc
 
 	types, topics, handlers *labelSet
 
@@ -182,6 +184,12 @@ func newCollector(cfg *config) (*collector, error) {
 			Help:        "Panics recovered inside promobs while observing; the messages concerned were processed without metrics.",
 			ConstLabels: cl,
 		}),
+		recovered: prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace:   ns,
+			Name:        "watermill_observability_recovered_panics_total",
+			Help:        "Panics recovered anywhere in watermill-observability's own code (span pipeline, log handlers, Sentry, hooks, metrics); the messages concerned were processed as if uninstrumented.",
+			ConstLabels: cl,
+		}, func() float64 { return float64(panics.Count()) }),
 		types:     newLabelSet(cfg.maxMessageTypes),
 		topics:    newLabelSet(cfg.maxTopics),
 		handlers:  newLabelSet(cfg.maxTopics),
@@ -226,10 +234,10 @@ func checkHistogram(buckets []float64, constLabels prometheus.Labels) (err error
 	return nil
 }
 
-func (c *collector) collectors() [7]prometheus.Collector {
+func (c *collector) collectors() [8]prometheus.Collector {
 	return [...]prometheus.Collector{
 		c.handledDuration, c.handledTotal, c.consumedTotal, c.timeInQueue,
-		c.publishedTotal, c.publishDuration, c.internalErrors,
+		c.publishedTotal, c.publishDuration, c.internalErrors, c.recovered,
 	}
 }
 
@@ -387,6 +395,7 @@ func (m *Metrics) recoverPanic(ctx context.Context) {
 		return
 	}
 	m.c.internalErrors.Inc()
+	panics.Recovered()
 	n := m.c.panics.Add(1)
 	if n&(n-1) != 0 {
 		return

@@ -165,9 +165,10 @@ func TestMetrics_lint(t *testing.T) {
 		t.Fatal(err)
 	}
 	// cqrs duration and total, consumed, time in queue, published, publish
-	// duration, and the internal error counter that exists from the start.
-	if n != 7 {
-		t.Errorf("gathered %d series, want 7", n)
+	// duration, and the internal error and recovered panics counters that
+	// exist from the start.
+	if n != 8 {
+		t.Errorf("gathered %d series, want 8", n)
 	}
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {

@@ -105,7 +105,9 @@ watermill_message_time_in_queue_seconds_count{topic="unknown"} 1
 # TYPE watermill_messages_consumed_total counter
 watermill_messages_consumed_total{handler="unknown",outcome="success",topic="unknown"} 1
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+	// The recovered-panics counter is process-wide; TestRecoveredPanics_exported checks it.
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "cqrs_message_duration_seconds", "cqrs_message_total",
+		"promobs_internal_errors_total", "watermill_message_time_in_queue_seconds", "watermill_messages_consumed_total"); err != nil {
 		t.Error(err)
 	}
 }

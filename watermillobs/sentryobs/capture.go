@@ -1,7 +1,6 @@
 package sentryobs
 
 import (
-	"fmt"
 	"log/slog"
 	"strconv"
 
@@ -10,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
@@ -240,14 +240,8 @@ func (c *Capture) recoverCapture(msg *message.Message) {
 // report logs a failure of Sentry or of our own code. It swallows a panic of
 // the logger itself: there is nowhere left to report it.
 func (c *Capture) report(msg *message.Message, text string, v any) {
-	defer func() { _ = recover() }()
-	l := c.logger
-	if l == nil {
-		l = slog.Default()
-	}
 	ctx := msg.Context()
-	l.LogAttrs(ctx, slog.LevelError, "sentryobs: "+text,
-		slog.String("panic", bound.String(fmt.Sprint(v), bound.Error)),
+	panics.Report(ctx, c.logger, "sentryobs: "+text, v,
 		slog.String("message_uuid", bound.String(msg.UUID, bound.Attribute)),
 		slog.String("handler", bound.String(message.HandlerNameFromCtx(ctx), bound.Attribute)),
 	)
