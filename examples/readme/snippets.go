@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/components/requestreply"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
@@ -200,8 +201,24 @@ func instrumentCQRS(
 	return err
 }
 
+// retriesAndPoison is README "Retries, poison queues and Sentry".
+func retriesAndPoison(router *message.Router, pub message.Publisher) error {
+	// readme:begin retries
+	poison, err := middleware.PoisonQueue(pub, "orders.poison")
+	if err != nil {
+		return err
+	}
+	router.AddMiddleware(poison)
+	err = watermillobs.Instrument(router,
+		watermillobs.WithBackends(sentryobs.New()),
+		watermillobs.WithRetry(middleware.Retry{MaxRetries: 3}.Middleware),
+	)
+	// readme:end
+	return err
+}
+
 // The snippets are compiled, never run: this keeps them referenced.
 var _ = []any{
 	hooksQuickStart, hotPath, configureOTel, instrumentRouter, wrapPublisher,
-	middlewaresAlone, frameworkHooks, instrumentCQRS,
+	middlewaresAlone, frameworkHooks, instrumentCQRS, retriesAndPoison,
 }
