@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -80,9 +82,9 @@ func BenchmarkCommandSendHandle(b *testing.B) {
 // carrying these bytes through the publisher, the gochannel copy and the
 // router costs, apart from making them.
 var contractMetadata = map[string]string{
-	watermillobs.MessageKindKey:   watermillobs.KindCommand,
-	watermillobs.CorrelationIDKey: "c5a0c1a2-aaaa-4bbb-8ccc-123456789012",
-	watermillobs.PublishedAtKey:   "2026-11-25T02:12:00.123456789Z",
+	contract.MessageKindKey:   contract.KindCommand,
+	contract.CorrelationIDKey: "c5a0c1a2-aaaa-4bbb-8ccc-123456789012",
+	contract.PublishedAtKey:   "2026-11-25T02:12:00.123456789Z",
 }
 
 // benchWindow is the number of commands in flight in the benchmark.
@@ -144,14 +146,14 @@ func benchService(b *testing.B, mode string) (func(context.Context, any) error, 
 	if mode == "plain_making_contract" {
 		cbc.OnSend = func(p cqrs.CommandBusOnSendParams) error {
 			md := p.Message.Metadata
-			md[watermillobs.MessageKindKey] = watermillobs.KindCommand
-			md[watermillobs.CorrelationIDKey] = hooks.NewCorrelationID()
-			md[watermillobs.PublishedAtKey] = time.Now().UTC().Format(time.RFC3339Nano)
+			md[contract.MessageKindKey] = contract.KindCommand
+			md[contract.CorrelationIDKey] = hooks.NewCorrelationID()
+			md[contract.PublishedAtKey] = time.Now().UTC().Format(time.RFC3339Nano)
 			return nil
 		}
 		cpc.OnHandle = func(p cqrs.CommandProcessorOnHandleParams) error {
 			ctx := hooks.Restore(p.Message.Context(), hooks.Vars{
-				CorrelationID: p.Message.Metadata.Get(watermillobs.CorrelationIDKey),
+				CorrelationID: p.Message.Metadata.Get(contract.CorrelationIDKey),
 				CausationID:   p.Message.UUID,
 			})
 			return p.Handler.Handle(ctx, p.Command)

@@ -6,15 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/components/requestreply"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
-	"github.com/cqrs-ddd/watermill-observability/internal/hookrun"
 	"github.com/cqrs-ddd/watermill-observability/internal/panics"
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
 // Hook operation families run by the bus wrappers; the full name appends
@@ -156,7 +156,7 @@ func (b *CommandBus) send(ctx context.Context, cmd any, modify func(*message.Mes
 		return b.bus.SendWithModifiedMessage(ctx, cmd, mod)
 	}
 	ctx, attrs, typ := sendAttrs(ctx, typeKey, b.marshaler, cmd)
-	return hookrun.Run(ctx, reg, prefix+typ, attrs, func(ctx context.Context) error {
+	return contract.RunHooks(ctx, reg, prefix+typ, attrs, func(ctx context.Context) error {
 		return b.bus.SendWithModifiedMessage(ctx, cmd, mod)
 	}, sendHookPanicked(b.logger))
 }
@@ -215,14 +215,14 @@ func (b *EventBus) Publish(ctx context.Context, event any) error {
 		return b.bus.Publish(ctx, event)
 	}
 	ctx, attrs, typ := sendAttrs(ctx, "event.type", b.marshaler, event)
-	return hookrun.Run(ctx, reg, eventPublishPrefix+typ, attrs, func(ctx context.Context) error {
+	return contract.RunHooks(ctx, reg, eventPublishPrefix+typ, attrs, func(ctx context.Context) error {
 		return b.bus.Publish(ctx, event)
 	}, sendHookPanicked(b.logger))
 }
 
 // sendHookPanicked logs and counts a hook that panicked around a send: the
 // send then happens exactly once, as if unobserved (see internal/hookrun).
-func sendHookPanicked(logger *slog.Logger) hookrun.ReportFunc {
+func sendHookPanicked(logger *slog.Logger) contract.ReportFunc {
 	return func(ctx context.Context, e *hooks.HookPanicError) {
 		panics.Report(ctx, logger, "cqrsbus: send hook panicked; message sent without hooks", e.Value,
 			slog.String("hook", e.Hook), slog.String("operation", e.Operation))
@@ -240,7 +240,7 @@ func sendAttrs(ctx context.Context, typeKey string, m cqrs.CommandEventMarshaler
 	}
 	return ctx, []slog.Attr{
 		slog.String(typeKey, typ),
-		slog.String(watermillobs.CorrelationIDKey, cid),
+		slog.String(contract.CorrelationIDKey, cid),
 		slog.String(hooks.MessageTypeKey, typ),
 	}, typ
 }

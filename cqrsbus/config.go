@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -69,7 +71,7 @@ type Instrumentation struct {
 	tracer    trace.Tracer
 	registry  *hooks.Registry // nil: from the message's context
 	logger    *slog.Logger
-	prop      *watermillobs.Propagation
+	prop      *contract.Propagation
 	startOpts []trace.SpanStartOption
 	names     spans.Names
 }
@@ -82,7 +84,7 @@ func New(config Config) *Instrumentation {
 		tracer:    spans.NewTracer(config.TracerProvider, ScopeName, trace.WithInstrumentationVersion(watermillobs.Version)),
 		registry:  config.Registry,
 		logger:    config.Logger,
-		prop:      watermillobs.NewPropagation(watermillobs.WithPropagators(config.Propagator)),
+		prop:      contract.NewPropagation(contract.PropagationConfig{Propagator: config.Propagator, Logger: config.Logger}),
 		startOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)},
 		names:     spans.Names{Build: func(typ string) string { return "cqrs." + typ }},
 	}

@@ -5,13 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/cqrs-ddd/watermill-observability/cqrsbus"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
 // BenchmarkContractHalves measures the two halves of what
@@ -24,7 +25,7 @@ func BenchmarkContractHalves(b *testing.B) {
 	obs := cqrsbus.New(cqrsbus.Config{TracerProvider: noop.NewTracerProvider(), Propagator: propagator(), Registry: hooks.NewRegistry()})
 	newMsg := func() *message.Message {
 		msg := message.NewMessage("3f2c9b1e-7d4a-4c8e-9b1f-2a6d5e8c7b90", []byte(`{"order_id":"42"}`))
-		msg.Metadata.Set(watermillobs.NameKey, "PlaceOrder")
+		msg.Metadata.Set(contract.NameKey, "PlaceOrder")
 		msg.SetContext(context.Background())
 		contractSink = msg // every variant's message lives on the heap, as on a bus
 		return msg
@@ -42,9 +43,9 @@ func BenchmarkContractHalves(b *testing.B) {
 		for b.Loop() {
 			msg := newMsg()
 			md := msg.Metadata
-			md[watermillobs.MessageKindKey] = watermillobs.KindCommand
-			md[watermillobs.CorrelationIDKey] = hooks.NewCorrelationID()
-			md[watermillobs.PublishedAtKey] = time.Now().UTC().Format(time.RFC3339Nano)
+			md[contract.MessageKindKey] = contract.KindCommand
+			md[contract.CorrelationIDKey] = hooks.NewCorrelationID()
+			md[contract.PublishedAtKey] = time.Now().UTC().Format(time.RFC3339Nano)
 		}
 	})
 	b.Run("send/none", func(b *testing.B) {
@@ -78,7 +79,7 @@ func BenchmarkContractHalves(b *testing.B) {
 			handled.SetContext(routerCtx)
 			p := params
 			ctx := hooks.Restore(p.Message.Context(), hooks.Vars{
-				CorrelationID: p.Message.Metadata.Get(watermillobs.CorrelationIDKey),
+				CorrelationID: p.Message.Metadata.Get(contract.CorrelationIDKey),
 				CausationID:   p.Message.UUID,
 			})
 			_ = p.Handler.Handle(ctx, p.Command)

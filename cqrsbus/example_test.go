@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -115,9 +117,9 @@ func Example() {
 	}
 	err = eventProcessor.AddHandlers(cqrs.NewEventHandler("notify_customer", func(ctx context.Context, e *OrderPlaced) error {
 		msg := cqrs.OriginalMessageFromCtx(ctx)
-		fmt.Println("kind:", msg.Metadata.Get(watermillobs.MessageKindKey))
+		fmt.Println("kind:", msg.Metadata.Get(contract.MessageKindKey))
 		fmt.Println("correlation:", hooks.CorrelationID(ctx))
-		fmt.Println("caused by PlaceOrder:", msg.Metadata.Get(watermillobs.CausationIDKey) == placeOrderUUID)
+		fmt.Println("caused by PlaceOrder:", msg.Metadata.Get(contract.CausationIDKey) == placeOrderUUID)
 		close(done)
 		return nil
 	}))
@@ -164,10 +166,10 @@ func ExampleInstrumentation_OnSend() {
 		Marshaler: cqrs.JSONMarshaler{GenerateName: cqrs.StructName},
 		OnSend: func(p cqrs.CommandBusOnSendParams) error { // the application's own hook
 			md := p.Message.Metadata
-			fmt.Println("kind:", md.Get(watermillobs.MessageKindKey))
-			fmt.Println("name:", md.Get(watermillobs.NameKey))
-			fmt.Println("correlation:", md.Get(watermillobs.CorrelationIDKey))
-			fmt.Println("causation:", md.Get(watermillobs.CausationIDKey))
+			fmt.Println("kind:", md.Get(contract.MessageKindKey))
+			fmt.Println("name:", md.Get(contract.NameKey))
+			fmt.Println("correlation:", md.Get(contract.CorrelationIDKey))
+			fmt.Println("causation:", md.Get(contract.CausationIDKey))
 			return nil
 		},
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -138,8 +140,8 @@ func TestFailure_handler_panic(t *testing.T) {
 func publishRaw(t *testing.T, s *service, topic, name string, payload []byte, kind string) *message.Message {
 	t.Helper()
 	msg := message.NewMessage(hooks.NewCorrelationID(), payload)
-	msg.Metadata.Set(watermillobs.NameKey, name)
-	msg.Metadata.Set(watermillobs.MessageKindKey, kind)
+	msg.Metadata.Set(contract.NameKey, name)
+	msg.Metadata.Set(contract.MessageKindKey, kind)
 	if err := s.tr.pub.Publish(topic, msg); err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
@@ -14,10 +16,8 @@ import (
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
-	"github.com/cqrs-ddd/watermill-observability/internal/hookrun"
 	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 	"github.com/cqrs-ddd/watermill-observability/internal/spans"
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
 // Hook operation families of the handling side; the full names append the
@@ -48,8 +48,8 @@ const (
 var (
 	// outcomeSuccessAttrs is passed as it is: a variadic call through the
 	// span interface would allocate a new slice per message.
-	outcomeSuccessAttrs = []attribute.KeyValue{OutcomeKey.String(watermillobs.OutcomeSuccess)}
-	outcomeError        = OutcomeKey.String(watermillobs.OutcomeError)
+	outcomeSuccessAttrs = []attribute.KeyValue{OutcomeKey.String(contract.OutcomeSuccess)}
+	outcomeError        = OutcomeKey.String(contract.OutcomeError)
 	errorTypePanic      = semconv.ErrorTypeKey.String("panic")
 )
 
@@ -178,12 +178,12 @@ func handle[P any](i *Instrumentation, msg *message.Message, h handling, p P, ca
 		return call(context.Background(), p)
 	}
 	typ := bound.String(h.name, bound.Attribute)
-	kind := watermillobs.MessageKind(msg)
-	if kind == watermillobs.KindMessage {
+	kind := contract.MessageKind(msg)
+	if kind == contract.KindMessage {
 		if h.event {
-			kind = watermillobs.KindEvent
+			kind = contract.KindEvent
 		} else {
-			kind = watermillobs.KindCommand
+			kind = contract.KindCommand
 		}
 	}
 	// The message gets its context back when the call returns: outer
@@ -240,7 +240,7 @@ func runOperations[P any](i *Instrumentation, ctx context.Context, msg *message.
 	reg := registryFor(i.registry, ctx)
 	if !h.event {
 		prefix := commandHandlePrefix
-		if kind == watermillobs.KindQuery {
+		if kind == contract.KindQuery {
 			prefix = queryHandlePrefix
 		}
 		if !reg.EnabledPrefix(prefix) {
@@ -277,8 +277,8 @@ func runOperations[P any](i *Instrumentation, ctx context.Context, msg *message.
 
 func (i *Instrumentation) operationAttrs(ctx context.Context, msg *message.Message, h handling, typ, kind string) []slog.Attr {
 	prefix := kind
-	if kind != watermillobs.KindQuery && kind != watermillobs.KindEvent {
-		prefix = watermillobs.KindCommand
+	if kind != contract.KindQuery && kind != contract.KindEvent {
+		prefix = contract.KindCommand
 	}
 	attrs := make([]slog.Attr, 0, 6)
 	attrs = append(attrs,
@@ -292,7 +292,7 @@ func (i *Instrumentation) operationAttrs(ctx context.Context, msg *message.Messa
 		attrs = append(attrs, slog.String("handler.group", bound.String(h.group, bound.Attribute)))
 	}
 	if cid := hooks.CorrelationID(ctx); cid != "" {
-		attrs = append(attrs, slog.String(watermillobs.CorrelationIDKey, bound.String(cid, bound.Attribute)))
+		attrs = append(attrs, slog.String(contract.CorrelationIDKey, bound.String(cid, bound.Attribute)))
 	}
 	return append(attrs, slog.String(hooks.MessageTypeKey, typ))
 }
@@ -303,7 +303,7 @@ func (i *Instrumentation) operationAttrs(ctx context.Context, msg *message.Messa
 // a hook that panicked is logged and counted and the handler's result kept,
 // or the handler called directly if it did not run yet.
 func (i *Instrumentation) run(ctx context.Context, reg *hooks.Registry, msg *message.Message, name string, attrs []slog.Attr, call func(context.Context) error) error {
-	return hookrun.Run(ctx, reg, name, attrs, func(ctx context.Context) error {
+	return contract.RunHooks(ctx, reg, name, attrs, func(ctx context.Context) error {
 		msg.SetContext(ctx)
 		return call(ctx)
 	}, func(ctx context.Context, e *hooks.HookPanicError) {
@@ -334,5 +334,5 @@ func (i *Instrumentation) restore(msg *message.Message) (ctx context.Context) {
 	}
 	// A local span is active (a tracing middleware without the correlation
 	// one): keep it, add the IDs.
-	return watermillobs.WithMessageCorrelation(ctx, msg)
+	return contract.WithMessageCorrelation(ctx, msg)
 }

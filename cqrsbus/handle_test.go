@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/codes"
@@ -13,7 +15,6 @@ import (
 
 	"github.com/cqrs-ddd/watermill-observability/cqrsbus"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
 // seen is what a handler saw in its context.
@@ -41,9 +42,9 @@ func producedMessage(t *testing.T, kind, name string) (*message.Message, trace.S
 	defer span.End()
 	ctx = hooks.WithCorrelationID(ctx, "corr-h")
 	msg := message.NewMessage("msg-uuid", []byte(`{}`))
-	msg.Metadata.Set(watermillobs.NameKey, name)
-	msg.Metadata.Set(watermillobs.MessageKindKey, kind)
-	watermillobs.InjectMetadata(ctx, msg, watermillobs.WithPropagators(propagator()))
+	msg.Metadata.Set(contract.NameKey, name)
+	msg.Metadata.Set(contract.MessageKindKey, kind)
+	contract.NewPropagation(contract.PropagationConfig{Propagator: propagator()}).Inject(ctx, msg)
 	return msg, span.SpanContext()
 }
 
@@ -129,7 +130,7 @@ func TestOnCommandHandle_noop_provider_still_propagates(t *testing.T) {
 	sent := message.NewMessage("reply-uuid", []byte(`{}`))
 	handler := cqrs.NewCommandHandler("place_order", func(ctx context.Context, cmd *PlaceOrder) error {
 		got.record(ctx, msg)
-		watermillobs.InjectMetadata(ctx, sent, watermillobs.WithPropagators(propagator()))
+		contract.NewPropagation(contract.PropagationConfig{Propagator: propagator()}).Inject(ctx, sent)
 		return nil
 	})
 	err := obs.OnCommandHandle(nil)(cqrs.CommandProcessorOnHandleParams{
@@ -144,10 +145,10 @@ func TestOnCommandHandle_noop_provider_still_propagates(t *testing.T) {
 	if got.span.SpanID() != producer.SpanID() || !got.span.IsRemote() {
 		t.Errorf("handler context span %v, want the producer's remote span %v", got.span, producer)
 	}
-	if want := "00-" + producer.TraceID().String() + "-" + producer.SpanID().String() + "-01"; sent.Metadata.Get(watermillobs.TraceparentKey) != want {
-		t.Errorf("sent traceparent %q, want %q", sent.Metadata.Get(watermillobs.TraceparentKey), want)
+	if want := "00-" + producer.TraceID().String() + "-" + producer.SpanID().String() + "-01"; sent.Metadata.Get(contract.TraceparentKey) != want {
+		t.Errorf("sent traceparent %q, want %q", sent.Metadata.Get(contract.TraceparentKey), want)
 	}
-	if sent.Metadata.Get(watermillobs.CorrelationIDKey) != "corr-h" || sent.Metadata.Get(watermillobs.CausationIDKey) != "msg-uuid" {
+	if sent.Metadata.Get(contract.CorrelationIDKey) != "corr-h" || sent.Metadata.Get(contract.CausationIDKey) != "msg-uuid" {
 		t.Errorf("sent metadata %v, want correlation corr-h and causation msg-uuid", sent.Metadata)
 	}
 }

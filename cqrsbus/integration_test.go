@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/components/requestreply"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -198,17 +200,17 @@ func runOrderFlow(t *testing.T) {
 			continue
 		}
 		md := st.metadata
-		if md.Get(watermillobs.CorrelationIDKey) != correlationID || st.correlation != correlationID {
-			t.Errorf("%s: correlation metadata %q context %q, want %q", c.handler, md.Get(watermillobs.CorrelationIDKey), st.correlation, correlationID)
+		if md.Get(contract.CorrelationIDKey) != correlationID || st.correlation != correlationID {
+			t.Errorf("%s: correlation metadata %q context %q, want %q", c.handler, md.Get(contract.CorrelationIDKey), st.correlation, correlationID)
 		}
-		if md.Get(watermillobs.MessageKindKey) != c.kind || md.Get(watermillobs.NameKey) != c.name {
-			t.Errorf("%s: kind %q name %q, want %q %q", c.handler, md.Get(watermillobs.MessageKindKey), md.Get(watermillobs.NameKey), c.kind, c.name)
+		if md.Get(contract.MessageKindKey) != c.kind || md.Get(contract.NameKey) != c.name {
+			t.Errorf("%s: kind %q name %q, want %q %q", c.handler, md.Get(contract.MessageKindKey), md.Get(contract.NameKey), c.kind, c.name)
 		}
 		wantCause := ""
 		if c.causedBy != "" {
 			wantCause = steps[c.causedBy].uuid
 		}
-		if got := md.Get(watermillobs.CausationIDKey); got != wantCause {
+		if got := md.Get(contract.CausationIDKey); got != wantCause {
 			t.Errorf("%s: causation_id %q, want %q (the message %s handled)", c.handler, got, wantCause, c.causedBy)
 		}
 		if st.causation != st.uuid {
@@ -221,9 +223,9 @@ func runOrderFlow(t *testing.T) {
 	if reply == nil {
 		t.Fatal("no reply message")
 	}
-	if reply.Metadata.Get(watermillobs.CorrelationIDKey) != correlationID ||
-		reply.Metadata.Get(watermillobs.CausationIDKey) != steps["order_status"].uuid ||
-		reply.Metadata.Get(watermillobs.MessageKindKey) != "reply" {
+	if reply.Metadata.Get(contract.CorrelationIDKey) != correlationID ||
+		reply.Metadata.Get(contract.CausationIDKey) != steps["order_status"].uuid ||
+		reply.Metadata.Get(contract.MessageKindKey) != "reply" {
 		t.Errorf("reply metadata %v: want correlation %s, causation = the query %s, kind reply",
 			reply.Metadata, correlationID, steps["order_status"].uuid)
 	}
@@ -261,14 +263,14 @@ func runOrderFlow(t *testing.T) {
 	for _, sp := range s.spans.Ended() {
 		// Replies go to a topic per request: spans are named by the
 		// template, the raw topic stays in messaging.destination.name.
-		if sp.Name() == "send "+watermillobs.TemporaryDestination && attr(sp, "messaging.destination.name") == replyTopic {
+		if sp.Name() == "send "+contract.TemporaryDestination && attr(sp, "messaging.destination.name") == replyTopic {
 			if attr(sp, "messaging.destination.temporary") != "true" {
 				t.Errorf("reply send span lacks messaging.destination.temporary")
 			}
 			replySends++
 			receives := 0
 			for _, r := range s.spans.Ended() {
-				if r.Name() == "receive "+watermillobs.TemporaryDestination && attr(r, "messaging.destination.name") == replyTopic && r.Parent().SpanID() == sp.SpanContext().SpanID() {
+				if r.Name() == "receive "+contract.TemporaryDestination && attr(r, "messaging.destination.name") == replyTopic && r.Parent().SpanID() == sp.SpanContext().SpanID() {
 					receives++
 				}
 			}

@@ -5,8 +5,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/components/requestreply"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
 // OnSend returns a cqrs.CommandBusConfig.OnSend function that stamps the
@@ -17,7 +18,7 @@ import (
 // The stamping writes, without overwriting values the message already has:
 // message_kind "command", name (the command name, when the marshaler did
 // not set it), and from the message's context (the context given to Send),
-// as watermillobs.InjectMetadata does: the correlation ID (a new one if the
+// as contract.Propagation.Inject does: the correlation ID (a new one if the
 // context has none), the causation ID (the UUID of the message being handled
 // when Send is called inside a handler instrumented by this package or by
 // watermillobs), the trace context and
@@ -30,7 +31,7 @@ import (
 // view) to get message_kind "query".
 func (i *Instrumentation) OnSend(next cqrs.CommandBusOnSendFn) cqrs.CommandBusOnSendFn {
 	return func(p cqrs.CommandBusOnSendParams) error {
-		i.stamp(p.Message, watermillobs.KindCommand, p.CommandName)
+		i.stamp(p.Message, contract.KindCommand, p.CommandName)
 		if next != nil {
 			return next(p)
 		}
@@ -44,7 +45,7 @@ func (i *Instrumentation) OnSend(next cqrs.CommandBusOnSendFn) cqrs.CommandBusOn
 // none), exactly once, returning its error unchanged.
 func (i *Instrumentation) OnPublish(next cqrs.OnEventSendFn) cqrs.OnEventSendFn {
 	return func(p cqrs.OnEventSendParams) error {
-		i.stamp(p.Message, watermillobs.KindEvent, p.EventName)
+		i.stamp(p.Message, contract.KindEvent, p.EventName)
 		if next != nil {
 			return next(p)
 		}
@@ -82,8 +83,8 @@ func (i *Instrumentation) stamp(msg *message.Message, kind, name string) {
 			i.recovered(msg.Context(), "stamp message", v)
 		}
 	}()
-	watermillobs.SetIfAbsent(msg, watermillobs.MessageKindKey, kind)
-	watermillobs.SetIfAbsent(msg, watermillobs.NameKey, name)
+	contract.SetIfAbsent(msg, contract.MessageKindKey, kind)
+	contract.SetIfAbsent(msg, contract.NameKey, name)
 	i.injectMetadata(msg.Context(), msg)
 }
 
@@ -96,18 +97,18 @@ func (i *Instrumentation) stampReply(msg, query *message.Message) {
 			i.recovered(msg.Context(), "stamp reply", v)
 		}
 	}()
-	watermillobs.SetIfAbsent(msg, watermillobs.MessageKindKey, watermillobs.KindReply)
+	contract.SetIfAbsent(msg, contract.MessageKindKey, contract.KindReply)
 	if query != nil {
 		// The handler's context normally carries both; the query message is
 		// the authority when it does not (a handler that dropped it).
-		if id := query.Metadata.Get(watermillobs.CorrelationIDKey); bound.IsID(id) {
-			watermillobs.SetIfAbsent(msg, watermillobs.CorrelationIDKey, id)
+		if id := query.Metadata.Get(contract.CorrelationIDKey); bound.IsID(id) {
+			contract.SetIfAbsent(msg, contract.CorrelationIDKey, id)
 		}
 		if bound.IsID(query.UUID) {
-			watermillobs.SetIfAbsent(msg, watermillobs.CausationIDKey, query.UUID)
+			contract.SetIfAbsent(msg, contract.CausationIDKey, query.UUID)
 		}
-		if n := query.Metadata.Get(watermillobs.NameKey); n != "" {
-			watermillobs.SetIfAbsent(msg, watermillobs.NameKey, n)
+		if n := query.Metadata.Get(contract.NameKey); n != "" {
+			contract.SetIfAbsent(msg, contract.NameKey, n)
 		}
 	}
 	i.injectMetadata(msg.Context(), msg)
@@ -126,7 +127,7 @@ func stampCommandKind(msg *message.Message) error {
 	if msg == nil {
 		return nil
 	}
-	setKind(msg, msg.Metadata.Get(watermillobs.MessageKindKey), isQueryMessage(msg))
+	setKind(msg, msg.Metadata.Get(contract.MessageKindKey), isQueryMessage(msg))
 	return nil
 }
 
@@ -134,7 +135,7 @@ func stampQueryKind(msg *message.Message) error {
 	if msg == nil {
 		return nil
 	}
-	setKind(msg, msg.Metadata.Get(watermillobs.MessageKindKey), true)
+	setKind(msg, msg.Metadata.Get(contract.MessageKindKey), true)
 	return nil
 }
 
@@ -145,7 +146,7 @@ func refineKind(msg *message.Message, before string, query bool) {
 	if msg == nil {
 		return
 	}
-	if kind := msg.Metadata.Get(watermillobs.MessageKindKey); kind == before {
+	if kind := msg.Metadata.Get(contract.MessageKindKey); kind == before {
 		setKind(msg, kind, query)
 	}
 }
@@ -155,13 +156,13 @@ func refineKind(msg *message.Message, before string, query bool) {
 // "command" if no kind is set.
 func setKind(msg *message.Message, kind string, query bool) {
 	switch {
-	case query && (kind == "" || kind == watermillobs.KindCommand):
+	case query && (kind == "" || kind == contract.KindCommand):
 		if msg.Metadata == nil {
 			msg.Metadata = make(message.Metadata)
 		}
-		msg.Metadata[watermillobs.MessageKindKey] = watermillobs.KindQuery
+		msg.Metadata[contract.MessageKindKey] = contract.KindQuery
 	case kind == "":
-		watermillobs.SetIfAbsent(msg, watermillobs.MessageKindKey, watermillobs.KindCommand)
+		contract.SetIfAbsent(msg, contract.MessageKindKey, contract.KindCommand)
 	}
 }
 
@@ -176,7 +177,7 @@ func kindModifier(modify func(*message.Message) error, query bool) func(*message
 		return stampCommandKind
 	}
 	return func(msg *message.Message) error {
-		before := msg.Metadata.Get(watermillobs.MessageKindKey)
+		before := msg.Metadata.Get(contract.MessageKindKey)
 		if err := modify(msg); err != nil {
 			return err
 		}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/components/requestreply"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -95,8 +97,8 @@ func TestSend_stamps_metadata_and_runs_user_hook_once(t *testing.T) {
 	userSend := func(p cqrs.CommandBusOnSendParams) error {
 		sends++
 		// Ours ran first: the user's hook sees the stamped metadata.
-		sawKind = p.Message.Metadata.Get(watermillobs.MessageKindKey)
-		sawCorrelation = p.Message.Metadata.Get(watermillobs.CorrelationIDKey)
+		sawKind = p.Message.Metadata.Get(contract.MessageKindKey)
+		sawCorrelation = p.Message.Metadata.Get(contract.CorrelationIDKey)
 		p.Message.Metadata.Set("tenant", "acme")
 		return nil
 	}
@@ -122,7 +124,7 @@ func TestSend_stamps_metadata_and_runs_user_hook_once(t *testing.T) {
 	if sends != 1 || publishes != 1 {
 		t.Errorf("user OnSend ran %d times, OnPublish %d times; want 1 and 1", sends, publishes)
 	}
-	if sawKind != watermillobs.KindCommand || sawCorrelation != "corr-1" {
+	if sawKind != contract.KindCommand || sawCorrelation != "corr-1" {
 		t.Errorf("user OnSend saw kind %q correlation %q, want stamped values first", sawKind, sawCorrelation)
 	}
 	traceID := trace.SpanContextFromContext(ctx).TraceID().String()
@@ -130,24 +132,24 @@ func TestSend_stamps_metadata_and_runs_user_hook_once(t *testing.T) {
 		msg  *message.Message
 		kind string
 		name string
-	}{{cmd, watermillobs.KindCommand, "PlaceOrder"}, {evt, watermillobs.KindEvent, "OrderPlaced"}} {
+	}{{cmd, contract.KindCommand, "PlaceOrder"}, {evt, contract.KindEvent, "OrderPlaced"}} {
 		md := c.msg.Metadata
 		want := map[string]string{
-			watermillobs.MessageKindKey:   c.kind,
-			watermillobs.NameKey:          c.name,
-			watermillobs.CorrelationIDKey: "corr-1",
-			watermillobs.CausationIDKey:   "cause-1",
+			contract.MessageKindKey:   c.kind,
+			contract.NameKey:          c.name,
+			contract.CorrelationIDKey: "corr-1",
+			contract.CausationIDKey:   "cause-1",
 		}
 		for k, v := range want {
 			if md.Get(k) != v {
 				t.Errorf("%s: metadata %s = %q, want %q", c.name, k, md.Get(k), v)
 			}
 		}
-		if tp := md.Get(watermillobs.TraceparentKey); !strings.Contains(tp, traceID) {
+		if tp := md.Get(contract.TraceparentKey); !strings.Contains(tp, traceID) {
 			t.Errorf("%s: traceparent %q does not carry the caller's trace %s", c.name, tp, traceID)
 		}
-		if _, ok := watermillobs.PublishedAt(c.msg); !ok {
-			t.Errorf("%s: published_at missing or malformed: %q", c.name, md.Get(watermillobs.PublishedAtKey))
+		if _, ok := contract.PublishedAt(c.msg); !ok {
+			t.Errorf("%s: published_at missing or malformed: %q", c.name, md.Get(contract.PublishedAtKey))
 		}
 	}
 	if cmd.Metadata.Get("tenant") != "acme" {
@@ -176,16 +178,16 @@ func TestSend_user_hook_error_returned(t *testing.T) {
 func TestSend_keeps_values_already_set(t *testing.T) {
 	obs := cqrsbus.New(cqrsbus.Config{Propagator: propagator()})
 	msg := message.NewMessage("uuid-1", nil)
-	msg.Metadata.Set(watermillobs.MessageKindKey, "query")
-	msg.Metadata.Set(watermillobs.NameKey, "Custom")
-	msg.Metadata.Set(watermillobs.CorrelationIDKey, "mine")
+	msg.Metadata.Set(contract.MessageKindKey, "query")
+	msg.Metadata.Set(contract.NameKey, "Custom")
+	msg.Metadata.Set(contract.CorrelationIDKey, "mine")
 	msg.SetContext(hooks.WithCorrelationID(context.Background(), "ctx-corr"))
 	err := obs.OnSend(nil)(cqrs.CommandBusOnSendParams{CommandName: "PlaceOrder", Message: msg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for k, v := range map[string]string{
-		watermillobs.MessageKindKey: "query", watermillobs.NameKey: "Custom", watermillobs.CorrelationIDKey: "mine",
+		contract.MessageKindKey: "query", contract.NameKey: "Custom", contract.CorrelationIDKey: "mine",
 	} {
 		if got := msg.Metadata.Get(k); got != v {
 			t.Errorf("%s = %q, want the preset %q", k, got, v)
@@ -227,7 +229,7 @@ func TestCommandBus_kinds(t *testing.T) {
 		{"modify sets its own kind", func(ctx context.Context, b *cqrsbus.CommandBus) error {
 			return b.SendWithModifiedMessage(ctx, &GetOrderStatus{}, func(m *message.Message) error {
 				m.Metadata.Set(requestreply.OperationIDMetadataKey, "op-1")
-				m.Metadata.Set(watermillobs.MessageKindKey, "audit")
+				m.Metadata.Set(contract.MessageKindKey, "audit")
 				return nil
 			})
 		}, "audit", "command.send.GetOrderStatus"},
@@ -260,7 +262,7 @@ func TestCommandBus_kinds(t *testing.T) {
 					t.Fatal(err)
 				}
 				msg := pub.last(t)
-				if got := msg.Metadata.Get(watermillobs.MessageKindKey); got != tt.wantKind {
+				if got := msg.Metadata.Get(contract.MessageKindKey); got != tt.wantKind {
 					t.Errorf("message_kind = %q, want %q", got, tt.wantKind)
 				}
 				if got := ops.names(); len(got) != 1 || got[0] != tt.wantOp {
@@ -270,9 +272,9 @@ func TestCommandBus_kinds(t *testing.T) {
 				if attrs["message_type"] == "" || attrs["correlation_id"] == "" {
 					t.Errorf("operation attributes %v lack message_type or correlation_id", attrs)
 				}
-				if withOnSend && attrs["correlation_id"] != msg.Metadata.Get(watermillobs.CorrelationIDKey) {
+				if withOnSend && attrs["correlation_id"] != msg.Metadata.Get(contract.CorrelationIDKey) {
 					t.Errorf("operation correlation_id %q differs from the message's %q",
-						attrs["correlation_id"], msg.Metadata.Get(watermillobs.CorrelationIDKey))
+						attrs["correlation_id"], msg.Metadata.Get(contract.CorrelationIDKey))
 				}
 			})
 		}
@@ -380,8 +382,8 @@ func TestNewBus_invalid_config(t *testing.T) {
 func TestOnReply_stamps_reply(t *testing.T) {
 	obs := cqrsbus.New(cqrsbus.Config{Propagator: propagator()})
 	query := message.NewMessage("query-uuid", nil)
-	query.Metadata.Set(watermillobs.CorrelationIDKey, "corr-q")
-	query.Metadata.Set(watermillobs.NameKey, "GetOrderStatus")
+	query.Metadata.Set(contract.CorrelationIDKey, "corr-q")
+	query.Metadata.Set(contract.NameKey, "GetOrderStatus")
 	reply := message.NewMessage("reply-uuid", nil)
 	calls := 0
 	err := obs.OnReply(func(msg *message.Message, p requestreply.PubSubBackendOnCommandProcessedParams) error {
@@ -394,10 +396,10 @@ func TestOnReply_stamps_reply(t *testing.T) {
 		t.Fatalf("err %v, user function ran %d times; want nil and 1", err, calls)
 	}
 	for k, v := range map[string]string{
-		watermillobs.MessageKindKey:   "reply",
-		watermillobs.CorrelationIDKey: "corr-q",
-		watermillobs.CausationIDKey:   "query-uuid",
-		watermillobs.NameKey:          "GetOrderStatus",
+		contract.MessageKindKey:   "reply",
+		contract.CorrelationIDKey: "corr-q",
+		contract.CausationIDKey:   "query-uuid",
+		contract.NameKey:          "GetOrderStatus",
 	} {
 		if got := reply.Metadata.Get(k); got != v {
 			t.Errorf("%s = %q, want %q", k, got, v)
@@ -417,8 +419,8 @@ func TestSend_publisher_refines_trace_context(t *testing.T) {
 		t.Fatal(err)
 	}
 	entry := span.SpanContext()
-	if want := "00-" + entry.TraceID().String() + "-" + entry.SpanID().String() + "-01"; msg.Metadata.Get(watermillobs.TraceparentKey) != want {
-		t.Fatalf("OnSend traceparent = %q, want the caller's %q", msg.Metadata.Get(watermillobs.TraceparentKey), want)
+	if want := "00-" + entry.TraceID().String() + "-" + entry.SpanID().String() + "-01"; msg.Metadata.Get(contract.TraceparentKey) != want {
+		t.Fatalf("OnSend traceparent = %q, want the caller's %q", msg.Metadata.Get(contract.TraceparentKey), want)
 	}
 	pub := watermillobs.NewPublisher(nopPublisher{}, watermillobs.WithTracerProvider(tp), watermillobs.WithPropagators(propagator()))
 	if err := pub.Publish("commands", msg); err != nil {
@@ -431,10 +433,10 @@ func TestSend_publisher_refines_trace_context(t *testing.T) {
 			send = s.SpanContext()
 		}
 	}
-	if want := "00-" + send.TraceID().String() + "-" + send.SpanID().String() + "-01"; msg.Metadata.Get(watermillobs.TraceparentKey) != want {
-		t.Errorf("published traceparent = %q, want the send span's %q", msg.Metadata.Get(watermillobs.TraceparentKey), want)
+	if want := "00-" + send.TraceID().String() + "-" + send.SpanID().String() + "-01"; msg.Metadata.Get(contract.TraceparentKey) != want {
+		t.Errorf("published traceparent = %q, want the send span's %q", msg.Metadata.Get(contract.TraceparentKey), want)
 	}
-	if msg.Metadata.Get(watermillobs.CorrelationIDKey) == "" || msg.Metadata.Get(watermillobs.PublishedAtKey) == "" {
+	if msg.Metadata.Get(contract.CorrelationIDKey) == "" || msg.Metadata.Get(contract.PublishedAtKey) == "" {
 		t.Errorf("correlation_id or published_at missing: %v", msg.Metadata)
 	}
 }

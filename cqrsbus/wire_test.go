@@ -6,12 +6,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/components/requestreply"
 
 	"github.com/cqrs-ddd/watermill-observability/cqrsbus"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
 func wireBusConfigs() (*cqrs.CommandBusConfig, *cqrs.EventBusConfig) {
@@ -100,8 +101,8 @@ func TestWire_buses(t *testing.T) {
 	}
 	for i, want := range []string{"command", "event", "query"} {
 		md := msgs[i].Metadata
-		if md.Get(watermillobs.MessageKindKey) != want || md.Get(watermillobs.CorrelationIDKey) != "req-1" {
-			t.Errorf("message %d: kind %q correlation %q, want %s and req-1", i, md.Get(watermillobs.MessageKindKey), md.Get(watermillobs.CorrelationIDKey), want)
+		if md.Get(contract.MessageKindKey) != want || md.Get(contract.CorrelationIDKey) != "req-1" {
+			t.Errorf("message %d: kind %q correlation %q, want %s and req-1", i, md.Get(contract.MessageKindKey), md.Get(contract.CorrelationIDKey), want)
 		}
 	}
 	got := ops.names()

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -235,7 +237,7 @@ func TestInstrument_WithRetry(t *testing.T) {
 			})
 			testsvc.RunRouter(t, router)
 			in := message.NewMessage("in-1", []byte(`{}`))
-			in.Metadata.Set(watermillobs.NameKey, "ChargeCard")
+			in.Metadata.Set(contract.NameKey, "ChargeCard")
 			if err := pubSub.Publish("orders", in); err != nil {
 				t.Fatal(err)
 			}

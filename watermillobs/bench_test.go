@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/components/metrics"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -44,11 +46,11 @@ func newBenchRouter(b *testing.B, setup func(b *testing.B, r *message.Router)) *
 	br := &benchRouter{
 		pubSub: gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024, BlockPublishUntilSubscriberAck: true}, watermill.NopLogger{}),
 		md: message.Metadata{
-			watermillobs.TraceparentKey:   "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-			watermillobs.CorrelationIDKey: hooks.NewCorrelationID(),
-			watermillobs.NameKey:          "OrderPlaced",
-			watermillobs.MessageKindKey:   watermillobs.KindEvent,
-			watermillobs.PublishedAtKey:   time.Now().UTC().Format(time.RFC3339Nano),
+			contract.TraceparentKey:   "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+			contract.CorrelationIDKey: hooks.NewCorrelationID(),
+			contract.NameKey:          "OrderPlaced",
+			contract.MessageKindKey:   contract.KindEvent,
+			contract.PublishedAtKey:   time.Now().UTC().Format(time.RFC3339Nano),
 		},
 		payload: []byte(`{"order_id":"o-1","amount":42}`),
 	}
@@ -165,7 +167,7 @@ func propagatingSpan(tp *sdktrace.TracerProvider, handlerName bool) message.Hand
 				attribute.String("messaging.operation.name", "process"),
 				attribute.String("messaging.operation.type", "process"),
 				attribute.String("messaging.message.id", msg.UUID),
-				attribute.String("messaging.message.conversation_id", msg.Metadata.Get(watermillobs.CorrelationIDKey)),
+				attribute.String("messaging.message.conversation_id", msg.Metadata.Get(contract.CorrelationIDKey)),
 			)
 			if handlerName {
 				// Only when asked: the floor must not pay the lookup.
@@ -278,10 +280,10 @@ func BenchmarkSpanCost(b *testing.B) {
 		})
 	}
 	b.Run("w3c_extract", func(b *testing.B) {
-		prop := watermillobs.NewPropagation(watermillobs.WithPropagators(w3c))
+		prop := contract.NewPropagation(contract.PropagationConfig{Propagator: w3c})
 		msg := message.NewMessage("1764-0", nil)
-		msg.Metadata.Set(watermillobs.TraceparentKey, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-		msg.Metadata.Set(watermillobs.CorrelationIDKey, "c5a0c1a2-aaaa-4bbb-8ccc-123456789012")
+		msg.Metadata.Set(contract.TraceparentKey, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+		msg.Metadata.Set(contract.CorrelationIDKey, "c5a0c1a2-aaaa-4bbb-8ccc-123456789012")
 		b.ReportAllocs()
 		for b.Loop() {
 			_ = prop.Extract(context.Background(), msg)

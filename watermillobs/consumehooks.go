@@ -4,11 +4,12 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
-	"github.com/cqrs-ddd/watermill-observability/internal/hookrun"
 	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 )
 
@@ -17,7 +18,7 @@ const consumeOpPrefix = "consumer.consume."
 
 // ConsumeHooks returns a router middleware that runs each handler call
 // inside the hook operation "consumer.consume.{type}", where type is
-// [MessageType] of the message: its "name" metadata, else the router
+// [contract.MessageType] of the message: its "name" metadata, else the router
 // handler's name. Hooks registered for that family (tracing, metrics, audit,
 // rate limiting) thus see every consumed message.
 //
@@ -27,7 +28,7 @@ const consumeOpPrefix = "consumer.consume."
 //
 // The operation's attributes are "event.type" and "message_type" (both the
 // message type; the latter is what [hooks.WithMessageTypes] filters on),
-// "correlation_id" ([CorrelationID], omitted when empty), "message.id" (the
+// "correlation_id" ([contract.CorrelationID], omitted when empty), "message.id" (the
 // message UUID), and "handler" and "topic" (from the router, omitted outside
 // one). Values are bounded to 256 bytes of valid UTF-8.
 //
@@ -76,14 +77,14 @@ func (m *consumeHooks) middleware(h message.HandlerFunc) message.HandlerFunc {
 
 func (m *consumeHooks) run(reg *hooks.Registry, msg *message.Message, h message.HandlerFunc) ([]*message.Message, error) {
 	ctx := msg.Context()
-	msgType := MessageType(msg)
+	msgType := contract.MessageType(msg)
 	attrs := make([]slog.Attr, 0, 6)
 	attrs = append(attrs,
 		slog.String("event.type", msgType),
 		slog.String(hooks.MessageTypeKey, msgType),
 	)
-	if id := CorrelationID(msg); id != "" {
-		attrs = append(attrs, slog.String(CorrelationIDKey, bound.String(id, bound.Attribute)))
+	if id := contract.CorrelationID(msg); id != "" {
+		attrs = append(attrs, slog.String(contract.CorrelationIDKey, bound.String(id, bound.Attribute)))
 	}
 	attrs = append(attrs, slog.String("message.id", bound.String(msg.UUID, bound.Attribute)))
 	if name := message.HandlerNameFromCtx(ctx); name != "" {
@@ -95,7 +96,7 @@ func (m *consumeHooks) run(reg *hooks.Registry, msg *message.Message, h message.
 
 	var produced []*message.Message
 	name := consumeOpPrefix + msgType
-	err := hookrun.Run(withCoverage(ctx, name), reg, name, attrs, func(ctx context.Context) error {
+	err := contract.RunHooks(withCoverage(ctx, name), reg, name, attrs, func(ctx context.Context) error {
 		msg.SetContext(ctx)
 		var err error
 		produced, err = h(msg)

@@ -3,10 +3,9 @@ package watermillobs
 import (
 	"context"
 
-	"github.com/ThreeDotsLabs/watermill/message"
-	"go.opentelemetry.io/otel/propagation"
+	"github.com/cqrs-ddd/watermill-observability/contract"
 
-	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/ThreeDotsLabs/watermill/message"
 )
 
 // Correlation returns a router middleware that carries the conversation
@@ -26,10 +25,10 @@ import (
 // messages.
 func Correlation(opts ...Option) message.HandlerMiddleware {
 	c := newConfig(opts)
-	prop := c.propagator()
+	prop := c.propagation()
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			msg.SetContext(WithMessageCorrelation(msg.Context(), msg))
+			msg.SetContext(contract.WithMessageCorrelation(msg.Context(), msg))
 			produced, err := h(msg)
 			if err != nil || len(produced) == 0 {
 				return produced, err
@@ -47,28 +46,15 @@ func Correlation(opts ...Option) message.HandlerMiddleware {
 	}
 }
 
-// stampProduced writes the correlation, causation and trace context of the
-// handler context ctx onto a message the handler returned. The consumed
-// message returned as is (a forward) is a new hop: it keeps its causation
-// ID and gets the handler's trace context (see stampMessage).
-func stampProduced(ctx context.Context, prop propagation.TextMapPropagator, p *message.Message) {
-	v := hooks.Snapshot(ctx) // one walk of ctx for both IDs
-	SetIfAbsent(p, CorrelationIDKey, v.CorrelationID)
-	if isHop(v, p) {
-		dropTrace(p.Metadata)
-	} else {
-		SetIfAbsent(p, CausationIDKey, v.CausationID)
+// stampProduced writes the metadata contract of the handler context ctx
+// onto a message the handler returned, as a decorated publisher would (see
+// contract.Propagation.Inject): the consumed message returned as is (a
+// forward) is a new hop, keeping its causation ID. A message built without
+// a context gets the handler's, so decorated publishers continue the
+// handler's span.
+func stampProduced(ctx context.Context, prop *contract.Propagation, p *message.Message) {
+	if p.Context() == context.Background() {
+		p.SetContext(ctx)
 	}
-	_, userSet := p.Metadata[TraceparentKey]
-	tp := injectTrace(ctx, prop, p, "")
-	pctx := p.Context()
-	if pctx == context.Background() {
-		// The handler built the message without a context: give it the
-		// handler's, so decorated publishers continue the handler's span.
-		pctx = ctx
-	}
-	if !userSet && tp != "" {
-		pctx = context.WithValue(pctx, stampedTraceKey{}, tp)
-	}
-	p.SetContext(pctx)
+	prop.Inject(ctx, p)
 }

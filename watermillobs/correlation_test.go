@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/trace"
 
@@ -17,12 +19,12 @@ func TestCorrelation_stamps_produced_messages(t *testing.T) {
 		return watermillobs.Correlation(opts...)(watermillobs.Tracing(opts...)(h))
 	}
 	consumed := message.NewMessage("consumed-uuid", nil)
-	consumed.Metadata.Set(watermillobs.CorrelationIDKey, "corr-42")
+	consumed.Metadata.Set(contract.CorrelationIDKey, "corr-42")
 
 	userSet := message.NewMessage("p2", nil)
-	userSet.Metadata.Set(watermillobs.CorrelationIDKey, "user-corr")
-	userSet.Metadata.Set(watermillobs.CausationIDKey, "user-cause")
-	userSet.Metadata.Set(watermillobs.TraceparentKey, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	userSet.Metadata.Set(contract.CorrelationIDKey, "user-corr")
+	userSet.Metadata.Set(contract.CausationIDKey, "user-cause")
+	userSet.Metadata.Set(contract.TraceparentKey, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 
 	var inHandler context.Context
 	produced, err := mw(func(m *message.Message) ([]*message.Message, error) {
@@ -40,20 +42,20 @@ func TestCorrelation_stamps_produced_messages(t *testing.T) {
 	process := spanByName(t, rec, "process")
 
 	bare := produced[0]
-	if bare.Metadata.Get(watermillobs.CorrelationIDKey) != "corr-42" || bare.Metadata.Get(watermillobs.CausationIDKey) != "consumed-uuid" {
+	if bare.Metadata.Get(contract.CorrelationIDKey) != "corr-42" || bare.Metadata.Get(contract.CausationIDKey) != "consumed-uuid" {
 		t.Errorf("produced metadata = %v", bare.Metadata)
 	}
 	if sc := trace.SpanContextFromContext(bare.Context()); sc.SpanID() != process.SpanContext().SpanID() {
 		t.Errorf("produced message context does not continue the process span")
 	}
 	want := "00-" + process.SpanContext().TraceID().String() + "-" + process.SpanContext().SpanID().String() + "-01"
-	if got := bare.Metadata.Get(watermillobs.TraceparentKey); got != want {
+	if got := bare.Metadata.Get(contract.TraceparentKey); got != want {
 		t.Errorf("traceparent = %q, want %q", got, want)
 	}
 	for k, v := range map[string]string{
-		watermillobs.CorrelationIDKey: "user-corr",
-		watermillobs.CausationIDKey:   "user-cause",
-		watermillobs.TraceparentKey:   "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+		contract.CorrelationIDKey: "user-corr",
+		contract.CausationIDKey:   "user-cause",
+		contract.TraceparentKey:   "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
 	} {
 		if got := userSet.Metadata.Get(k); got != v {
 			t.Errorf("user-set %s overwritten with %q", k, got)

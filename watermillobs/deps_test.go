@@ -64,4 +64,25 @@ func TestDependencyRules(t *testing.T) {
 			t.Errorf("hooks imports %s; it must stay standard library only", dep)
 		}
 	}
+	// The metadata contract imports nothing but the standard library,
+	// hooks, Watermill's message package and the OpenTelemetry API (plus
+	// the module's standard-library-only internal/bound).
+	out, err := exec.Command(goTool, "list", "-f", "{{range .Imports}}{{.}} {{end}}", "github.com/cqrs-ddd/watermill-observability/contract").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list contract: %v\n%s", err, out)
+	}
+	for _, imp := range strings.Fields(string(out)) {
+		first, _, _ := strings.Cut(imp, "/")
+		allowed := !strings.Contains(first, ".") ||
+			imp == "github.com/cqrs-ddd/watermill-observability/hooks" ||
+			imp == "github.com/cqrs-ddd/watermill-observability/internal/bound" ||
+			imp == "github.com/ThreeDotsLabs/watermill/message" ||
+			imp == "go.opentelemetry.io/otel" ||
+			imp == "go.opentelemetry.io/otel/propagation" ||
+			strings.HasPrefix(imp, "go.opentelemetry.io/otel/trace") ||
+			strings.HasPrefix(imp, "go.opentelemetry.io/otel/attribute")
+		if !allowed {
+			t.Errorf("contract imports %s", imp)
+		}
+	}
 }

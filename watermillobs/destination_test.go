@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
@@ -50,7 +52,7 @@ func TestPublisher_per_request_topics_stay_low_cardinality(t *testing.T) {
 	const replies = 25000
 	for i := range replies {
 		m := message.NewMessage(watermill.NewUUID(), nil)
-		m.Metadata.Set(watermillobs.MessageKindKey, watermillobs.KindReply)
+		m.Metadata.Set(contract.MessageKindKey, contract.KindReply)
 		if err := pub.Publish(fmt.Sprintf("shop.reply.%d", i), m); err != nil {
 			t.Fatal(err)
 		}
@@ -91,12 +93,12 @@ func TestPublisher_per_request_topics_stay_low_cardinality(t *testing.T) {
 	if v, _ := spanAttr(last, "messaging.destination.temporary"); !v.AsBool() {
 		t.Error("messaging.destination.temporary not set")
 	}
-	if v, _ := spanAttr(last, "messaging.destination.template"); v.AsString() != watermillobs.TemporaryDestination {
+	if v, _ := spanAttr(last, "messaging.destination.template"); v.AsString() != contract.TemporaryDestination {
 		t.Errorf("messaging.destination.template = %q", v.AsString())
 	}
 
 	topics := publishedTopics(t, promReg)
-	for _, want := range []string{watermillobs.TemporaryDestination, "shop.session.*", "orders"} {
+	for _, want := range []string{contract.TemporaryDestination, "shop.session.*", "orders"} {
 		if !topics[want] {
 			t.Errorf("no watermill_messages_published_total series for topic %q; topics %v", want, keys(topics, 5))
 		}

@@ -57,7 +57,7 @@
 //
 // Per-request destinations (replies, and topics mapped with
 // [WithTopicTemplate]) name spans, operations and metric labels by a
-// template ([Destination]); the raw topic stays in
+// template ([contract.Destination]); the raw topic stays in
 // messaging.destination.name.
 //
 // # Configuration

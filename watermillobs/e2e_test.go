@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel"
@@ -143,7 +145,7 @@ func e2eRunConversation(t *testing.T, newTransport e2eTransportFactory, linkOnly
 
 	// Correlation and causation, as the handlers saw them.
 	for _, in := range []e2eReceived{in1, in2, in3} {
-		if v := in.metadata[watermillobs.CorrelationIDKey]; v != correlationID {
+		if v := in.metadata[contract.CorrelationIDKey]; v != correlationID {
 			t.Errorf("%s: metadata correlation_id = %q, want %q", in.handler, v, correlationID)
 		}
 		if in.correlationID != correlationID {
@@ -154,11 +156,11 @@ func e2eRunConversation(t *testing.T, newTransport e2eTransportFactory, linkOnly
 		}
 		e2eCheckPublishedAt(t, in, before, after)
 	}
-	if v, ok := in1.metadata[watermillobs.CausationIDKey]; ok {
+	if v, ok := in1.metadata[contract.CausationIDKey]; ok {
 		t.Errorf("first message: causation_id = %q, want none (the entry set none)", v)
 	}
 	for _, in := range []e2eReceived{in2, in3} {
-		if v := in.metadata[watermillobs.CausationIDKey]; v != first.UUID {
+		if v := in.metadata[contract.CausationIDKey]; v != first.UUID {
 			t.Errorf("%s: causation_id = %q, want the UUID of the message handler1 consumed %q", in.handler, v, first.UUID)
 		}
 	}
@@ -258,7 +260,7 @@ func e2eWantLinkedRoot(t *testing.T, span, producer sdktrace.ReadOnlySpan) {
 // taken during the test.
 func e2eCheckPublishedAt(t *testing.T, in e2eReceived, before, after time.Time) {
 	t.Helper()
-	v, ok := in.metadata[watermillobs.PublishedAtKey]
+	v, ok := in.metadata[contract.PublishedAtKey]
 	if !ok {
 		t.Errorf("%s: no published_at in %v", in.handler, in.metadata)
 		return
@@ -315,13 +317,13 @@ func TestE2E_hostile_metadata(t *testing.T) {
 		// hostileCorrelation must not reach the handler's context.
 		hostileCorrelation string
 	}{
-		{name: "garbage traceparent", metadata: message.Metadata{watermillobs.TraceparentKey: "garbage"}, rootSpan: true},
-		{name: "1 MiB traceparent", metadata: message.Metadata{watermillobs.TraceparentKey: hugeTraceparent}, rootSpan: true},
-		{name: "non-UTF-8 correlation_id", metadata: message.Metadata{watermillobs.CorrelationIDKey: badUTF8, watermillobs.CausationIDKey: badUTF8}, hostileCorrelation: badUTF8},
-		{name: "1 MiB correlation_id", metadata: message.Metadata{watermillobs.CorrelationIDKey: strings.Repeat("c", mib)}, hostileCorrelation: strings.Repeat("c", mib)},
-		{name: "1 MiB name", metadata: message.Metadata{watermillobs.NameKey: strings.Repeat("n", mib-len(badUTF8)) + badUTF8}},
+		{name: "garbage traceparent", metadata: message.Metadata{contract.TraceparentKey: "garbage"}, rootSpan: true},
+		{name: "1 MiB traceparent", metadata: message.Metadata{contract.TraceparentKey: hugeTraceparent}, rootSpan: true},
+		{name: "non-UTF-8 correlation_id", metadata: message.Metadata{contract.CorrelationIDKey: badUTF8, contract.CausationIDKey: badUTF8}, hostileCorrelation: badUTF8},
+		{name: "1 MiB correlation_id", metadata: message.Metadata{contract.CorrelationIDKey: strings.Repeat("c", mib)}, hostileCorrelation: strings.Repeat("c", mib)},
+		{name: "1 MiB name", metadata: message.Metadata{contract.NameKey: strings.Repeat("n", mib-len(badUTF8)) + badUTF8}},
 		{name: "nil metadata", metadata: nil},
-		{name: "non-JSON payload", metadata: message.Metadata{watermillobs.MessageKindKey: badUTF8}, payload: []byte("\x00\xff{not json")},
+		{name: "non-JSON payload", metadata: message.Metadata{contract.MessageKindKey: badUTF8}, payload: []byte("\x00\xff{not json")},
 	}
 	uuids := make([]string, len(cases))
 	for i, c := range cases {
@@ -443,11 +445,11 @@ func TestE2E_nil_metadata_in_process(t *testing.T) {
 		t.Fatalf("%d messages produced, want 1", len(produced))
 	}
 	md := produced[0].Metadata
-	if !e2eUUIDPattern.MatchString(md[watermillobs.CorrelationIDKey]) {
-		t.Errorf("produced correlation_id %q, want a fresh UUID", md[watermillobs.CorrelationIDKey])
+	if !e2eUUIDPattern.MatchString(md[contract.CorrelationIDKey]) {
+		t.Errorf("produced correlation_id %q, want a fresh UUID", md[contract.CorrelationIDKey])
 	}
-	if md[watermillobs.CausationIDKey] != msg.UUID {
-		t.Errorf("produced causation_id %q, want the handled message's UUID %q", md[watermillobs.CausationIDKey], msg.UUID)
+	if md[contract.CausationIDKey] != msg.UUID {
+		t.Errorf("produced causation_id %q, want the handled message's UUID %q", md[contract.CausationIDKey], msg.UUID)
 	}
 	spans := proc.rec.Ended()
 	if len(spans) != 1 || spans[0].SpanKind() != trace.SpanKindConsumer || spans[0].Parent().IsValid() {

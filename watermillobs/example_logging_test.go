@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/trace"
 
@@ -30,9 +32,9 @@ func ExampleLogging() {
 	logging := watermillobs.Logging(watermillobs.WithLogger(logger))
 
 	msg := message.NewMessage("msg-1", []byte(`{"order_id":"o-1"}`))
-	msg.Metadata.Set(watermillobs.NameKey, "PlaceOrder")
-	msg.Metadata.Set(watermillobs.MessageKindKey, watermillobs.KindCommand)
-	msg.Metadata.Set(watermillobs.CorrelationIDKey, "corr-1")
+	msg.Metadata.Set(contract.NameKey, "PlaceOrder")
+	msg.Metadata.Set(contract.MessageKindKey, contract.KindCommand)
+	msg.Metadata.Set(contract.CorrelationIDKey, "corr-1")
 
 	_, _ = logging(func(*message.Message) ([]*message.Message, error) {
 		return nil, nil

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
@@ -58,8 +60,8 @@ func ExampleInstrument() {
 
 	select {
 	case out := <-done:
-		fmt.Println("correlation:", out.Metadata.Get(watermillobs.CorrelationIDKey))
-		fmt.Println("caused by the first message:", out.Metadata.Get(watermillobs.CausationIDKey) == in.UUID)
+		fmt.Println("correlation:", out.Metadata.Get(contract.CorrelationIDKey))
+		fmt.Println("caused by the first message:", out.Metadata.Get(contract.CausationIDKey) == in.UUID)
 	case <-time.After(5 * time.Second):
 		fmt.Println("timed out")
 	}
@@ -98,9 +100,9 @@ func ExampleNewPublisher() {
 	_ = pub.Publish("orders", msg)
 	span.End()
 
-	_, hasTrace := msg.Metadata[watermillobs.TraceparentKey]
-	_, hasTime := watermillobs.PublishedAt(msg)
-	fmt.Println(msg.Metadata.Get(watermillobs.CorrelationIDKey), hasTrace, hasTime)
+	_, hasTrace := msg.Metadata[contract.TraceparentKey]
+	_, hasTime := contract.PublishedAt(msg)
+	fmt.Println(msg.Metadata.Get(contract.CorrelationIDKey), hasTrace, hasTime)
 	// Output:
 	// order-4711 true true
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -57,8 +59,8 @@ func TestHop_republished_consumed_message(t *testing.T) {
 			testsvc.RunRouter(t, r)
 
 			first := message.NewMessage(watermill.NewUUID(), nil)
-			first.Metadata.Set(watermillobs.CorrelationIDKey, "corr-1")
-			first.Metadata.Set(watermillobs.CausationIDKey, "cause-0")
+			first.Metadata.Set(contract.CorrelationIDKey, "corr-1")
+			first.Metadata.Set(contract.CausationIDKey, "cause-0")
 			if err := watermillobs.NewPublisher(pubsub, p.opts...).Publish(in, first); err != nil {
 				t.Fatal(err)
 			}
@@ -67,15 +69,15 @@ func TestHop_republished_consumed_message(t *testing.T) {
 			if got.uuid != first.UUID {
 				t.Fatalf("next handler got %s, want the same message %s", got.uuid, first.UUID)
 			}
-			if v := got.metadata[watermillobs.CausationIDKey]; v != "cause-0" {
+			if v := got.metadata[contract.CausationIDKey]; v != "cause-0" {
 				t.Errorf("causation_id = %q, want it kept (cause-0), never the message's own UUID", v)
 			}
-			if v := got.metadata[watermillobs.CorrelationIDKey]; v != "corr-1" {
+			if v := got.metadata[contract.CorrelationIDKey]; v != "corr-1" {
 				t.Errorf("correlation_id = %q, want corr-1", v)
 			}
 			send := e2eOnlySpanNamed(t, all, "send "+next)
 			process := e2eOnlySpanNamed(t, all, "process "+next)
-			if tp := got.metadata[watermillobs.TraceparentKey]; !containsSpanID(tp, send.SpanContext().SpanID().String()) {
+			if tp := got.metadata[contract.TraceparentKey]; !containsSpanID(tp, send.SpanContext().SpanID().String()) {
 				t.Errorf("traceparent on the wire %q, want the new send span %s", tp, send.SpanContext().SpanID())
 			}
 			e2eWantChild(t, process, send)

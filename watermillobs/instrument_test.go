@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
@@ -57,9 +59,9 @@ type probePublisher struct {
 func (pp probePublisher) Publish(topic string, msgs ...*message.Message) error {
 	pp.p.mu.Lock()
 	m := msgs[0]
-	pp.p.publishSawTrace = m.Metadata.Get(watermillobs.TraceparentKey)
-	pp.p.publishSawCorr = m.Metadata.Get(watermillobs.CorrelationIDKey)
-	pp.p.publishSawCause = m.Metadata.Get(watermillobs.CausationIDKey)
+	pp.p.publishSawTrace = m.Metadata.Get(contract.TraceparentKey)
+	pp.p.publishSawCorr = m.Metadata.Get(contract.CorrelationIDKey)
+	pp.p.publishSawCause = m.Metadata.Get(contract.CausationIDKey)
 	pp.p.publishedSpanCtx = trace.SpanContextFromContext(m.Context())
 	pp.p.mu.Unlock()
 	return pp.Publisher.Publish(topic, msgs...)
@@ -103,7 +105,7 @@ func TestInstrument_recommended_set(t *testing.T) {
 	done := make(chan struct{})
 	router.AddHandler("place_order", "orders", pubSub, "order_events", pubSub, func(msg *message.Message) ([]*message.Message, error) {
 		out := message.NewMessage("out-1", []byte(`{}`))
-		out.Metadata.Set(watermillobs.NameKey, "OrderPlaced")
+		out.Metadata.Set(contract.NameKey, "OrderPlaced")
 		return []*message.Message{out}, nil
 	})
 	router.AddConsumerHandler("audit", "order_events", pubSub, func(*message.Message) error {
@@ -113,9 +115,9 @@ func TestInstrument_recommended_set(t *testing.T) {
 	testsvc.RunRouter(t, router)
 
 	in := message.NewMessage("in-1", []byte(`{"order_id":"o-1","email":"a@b.c"}`))
-	in.Metadata.Set(watermillobs.NameKey, "PlaceOrder")
-	in.Metadata.Set(watermillobs.MessageKindKey, watermillobs.KindCommand)
-	in.Metadata.Set(watermillobs.CorrelationIDKey, "corr-77")
+	in.Metadata.Set(contract.NameKey, "PlaceOrder")
+	in.Metadata.Set(contract.MessageKindKey, contract.KindCommand)
+	in.Metadata.Set(contract.CorrelationIDKey, "corr-77")
 	if err := pubSub.Publish("orders", in); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
@@ -73,29 +75,29 @@ func logHandled(logger *slog.Logger, msg *message.Message, d time.Duration, err 
 		return
 	}
 	ctx := msg.Context()
-	level, outcome := slog.LevelInfo, OutcomeSuccess
+	level, outcome := slog.LevelInfo, contract.OutcomeSuccess
 	switch {
 	case panicValue != nil:
-		level, outcome = slog.LevelError, OutcomeError
+		level, outcome = slog.LevelError, contract.OutcomeError
 	case err == nil:
 	case errors.Is(err, context.Canceled):
-		level, outcome = slog.LevelDebug, OutcomeError
+		level, outcome = slog.LevelDebug, contract.OutcomeError
 	default:
-		level, outcome = slog.LevelError, OutcomeError
+		level, outcome = slog.LevelError, contract.OutcomeError
 	}
 	if !logger.Enabled(ctx, level) {
 		return
 	}
 	attrs := make([]slog.Attr, 0, 13)
 	attrs = append(attrs,
-		slog.String("kind", MessageKind(msg)),
-		slog.String("message_type", MessageType(msg)),
+		slog.String("kind", contract.MessageKind(msg)),
+		slog.String("message_type", contract.MessageType(msg)),
 		slog.String("outcome", outcome),
 		slog.Float64("duration_ms", float64(d)/float64(time.Millisecond)),
 		slog.String("message_uuid", bound.String(msg.UUID, bound.Attribute)),
-		slog.String("correlation_id", bound.String(CorrelationID(msg), bound.Attribute)),
+		slog.String("correlation_id", bound.String(contract.CorrelationID(msg), bound.Attribute)),
 	)
-	if id := CausationID(msg); id != "" {
+	if id := contract.CausationID(msg); id != "" {
 		attrs = append(attrs, slog.String("causation_id", id))
 	}
 	if id := TraceID(ctx); id != "" {

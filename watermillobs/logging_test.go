@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
@@ -78,10 +80,10 @@ func loggingHandle(t *testing.T, level slog.Level, msg *message.Message, h messa
 
 func TestLogging_fields(t *testing.T) {
 	msg := message.NewMessage("msg-1", []byte(`{}`))
-	msg.Metadata.Set(watermillobs.NameKey, "PlaceOrder")
-	msg.Metadata.Set(watermillobs.MessageKindKey, watermillobs.KindCommand)
-	msg.Metadata.Set(watermillobs.CorrelationIDKey, "corr-1")
-	msg.Metadata.Set(watermillobs.CausationIDKey, "cause-1")
+	msg.Metadata.Set(contract.NameKey, "PlaceOrder")
+	msg.Metadata.Set(contract.MessageKindKey, contract.KindCommand)
+	msg.Metadata.Set(contract.CorrelationIDKey, "corr-1")
+	msg.Metadata.Set(contract.CausationIDKey, "cause-1")
 	msg.SetContext(trace.ContextWithSpanContext(context.Background(), loggingSpanContext))
 
 	recs, _, err := loggingHandle(t, slog.LevelInfo, msg, func(*message.Message) ([]*message.Message, error) {
@@ -255,10 +257,10 @@ func TestLogging_brokenLoggerDoesNotFailMessage(t *testing.T) {
 func TestLogging_hostileMetadata(t *testing.T) {
 	huge := strings.Repeat("x", 1<<20)
 	msg := message.NewMessage(huge, nil)
-	msg.Metadata.Set(watermillobs.CorrelationIDKey, huge)
-	msg.Metadata.Set(watermillobs.CausationIDKey, "bad id with spaces")
-	msg.Metadata.Set(watermillobs.NameKey, "Place\xffOrder\xc3"+huge)
-	msg.Metadata.Set(watermillobs.MessageKindKey, "<script>")
+	msg.Metadata.Set(contract.CorrelationIDKey, huge)
+	msg.Metadata.Set(contract.CausationIDKey, "bad id with spaces")
+	msg.Metadata.Set(contract.NameKey, "Place\xffOrder\xc3"+huge)
+	msg.Metadata.Set(contract.MessageKindKey, "<script>")
 
 	tests := []struct {
 		name string
@@ -309,7 +311,7 @@ func TestAllocs_logging_disabled_level(t *testing.T) {
 		return nil, nil
 	})
 	msg := message.NewMessage("msg-1", nil)
-	msg.Metadata.Set(watermillobs.NameKey, "PlaceOrder")
+	msg.Metadata.Set(contract.NameKey, "PlaceOrder")
 	if allocs := testing.AllocsPerRun(100, func() { _, _ = h(msg) }); allocs != 0 {
 		t.Errorf("%v allocations per message with the level disabled, want 0", allocs)
 	}
@@ -384,8 +386,8 @@ func BenchmarkLogging(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			msg := message.NewMessage("msg-1", nil)
-			msg.Metadata.Set(watermillobs.NameKey, "PlaceOrder")
-			msg.Metadata.Set(watermillobs.CorrelationIDKey, "corr-1")
+			msg.Metadata.Set(contract.NameKey, "PlaceOrder")
+			msg.Metadata.Set(contract.CorrelationIDKey, "corr-1")
 			msg.SetContext(trace.ContextWithSpanContext(context.Background(), loggingSpanContext))
 			b.ReportAllocs()
 			for b.Loop() {

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -31,7 +33,7 @@ type config struct {
 	LinkAfter       time.Duration
 	MessagingSystem string
 	ConsumerGroup   string
-	TopicTemplate   TopicTemplateFunc
+	TopicTemplate   contract.TopicTemplateFunc
 
 	// Instrument.
 	Backends []Backend
@@ -48,6 +50,11 @@ func newConfig(opts []Option) config {
 		}
 	}
 	return c
+}
+
+// propagation returns the metadata contract writer and reader of c.
+func (c *config) propagation() *contract.Propagation {
+	return contract.NewPropagation(contract.PropagationConfig{Propagator: c.Propagators, Logger: c.Logger})
 }
 
 func (c *config) tracer() trace.Tracer {
@@ -187,15 +194,15 @@ func WithPayloadTracing(p PayloadTracing) Option {
 }
 
 // WithTopicTemplate sets the function that maps per-request topics to a
-// template (see [TopicTemplateFunc]), so that span names and hook
+// template (see [contract.TopicTemplateFunc]), so that span names and hook
 // operation names stay few when replies or other per-request messages each
 // go to a topic of their own. Such spans carry the template as
 // messaging.destination.template, messaging.destination.temporary=true, and
 // the raw topic only in messaging.destination.name. Give promobs the same
 // function (promobs.WithTopicTemplate) so that its topic label agrees.
-// Messages of kind reply use [TemporaryDestination] when fn does not map
+// Messages of kind reply use [contract.TemporaryDestination] when fn does not map
 // their topic. A nil fn is ignored. If not set, only replies are templated.
-func WithTopicTemplate(fn TopicTemplateFunc) Option {
+func WithTopicTemplate(fn contract.TopicTemplateFunc) Option {
 	return optionFunc(func(c *config) {
 		if fn != nil {
 			c.TopicTemplate = fn

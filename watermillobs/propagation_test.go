@@ -6,15 +6,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
 func TestInjectMetadata(t *testing.T) {
-	_, tp, opts := newTracing(t)
+	_, tp, _ := newTracing(t)
 	ctx, span := startSpan(tp, "parent")
 	defer span.End()
 	ctx = hooks.WithCorrelationID(ctx, "corr-1")
@@ -24,36 +25,36 @@ func TestInjectMetadata(t *testing.T) {
 		msg := message.NewMessage("m1", []byte("{}"))
 		msg.Metadata = nil
 		before := time.Now().Add(-time.Second)
-		watermillobs.InjectMetadata(ctx, msg, opts...)
-		if got := msg.Metadata.Get(watermillobs.CorrelationIDKey); got != "corr-1" {
+		inject(ctx, msg)
+		if got := msg.Metadata.Get(contract.CorrelationIDKey); got != "corr-1" {
 			t.Errorf("correlation_id = %q", got)
 		}
-		if got := msg.Metadata.Get(watermillobs.CausationIDKey); got != "cause-1" {
+		if got := msg.Metadata.Get(contract.CausationIDKey); got != "cause-1" {
 			t.Errorf("causation_id = %q", got)
 		}
 		sc := span.SpanContext()
 		want := "00-" + sc.TraceID().String() + "-" + sc.SpanID().String() + "-01"
-		if got := msg.Metadata.Get(watermillobs.TraceparentKey); got != want {
+		if got := msg.Metadata.Get(contract.TraceparentKey); got != want {
 			t.Errorf("traceparent = %q, want %q", got, want)
 		}
-		at, ok := watermillobs.PublishedAt(msg)
+		at, ok := contract.PublishedAt(msg)
 		if !ok || at.Before(before) || at.After(time.Now().Add(time.Second)) {
-			t.Errorf("published_at = %q", msg.Metadata.Get(watermillobs.PublishedAtKey))
+			t.Errorf("published_at = %q", msg.Metadata.Get(contract.PublishedAtKey))
 		}
 	})
 
 	t.Run("never overwrites user values", func(t *testing.T) {
 		msg := message.NewMessage("m2", nil)
 		user := map[string]string{
-			watermillobs.CorrelationIDKey: "user-corr",
-			watermillobs.CausationIDKey:   "user-cause",
-			watermillobs.TraceparentKey:   "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-			watermillobs.PublishedAtKey:   "2020-01-01T00:00:00Z",
+			contract.CorrelationIDKey: "user-corr",
+			contract.CausationIDKey:   "user-cause",
+			contract.TraceparentKey:   "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+			contract.PublishedAtKey:   "2020-01-01T00:00:00Z",
 		}
 		for k, v := range user {
 			msg.Metadata.Set(k, v)
 		}
-		watermillobs.InjectMetadata(ctx, msg, opts...)
+		inject(ctx, msg)
 		for k, v := range user {
 			if got := msg.Metadata.Get(k); got != v {
 				t.Errorf("%s overwritten: %q, want %q", k, got, v)
@@ -63,40 +64,39 @@ func TestInjectMetadata(t *testing.T) {
 
 	t.Run("keeps a malformed user value and replaces a malformed context one", func(t *testing.T) {
 		msg := message.NewMessage("m4", nil)
-		msg.Metadata.Set(watermillobs.CorrelationIDKey, "not an id")
-		watermillobs.InjectMetadata(context.Background(), msg, opts...)
-		if got := msg.Metadata.Get(watermillobs.CorrelationIDKey); got != "not an id" {
+		msg.Metadata.Set(contract.CorrelationIDKey, "not an id")
+		inject(context.Background(), msg)
+		if got := msg.Metadata.Get(contract.CorrelationIDKey); got != "not an id" {
 			t.Errorf("a user's correlation_id was overwritten: %q", got)
 		}
 
 		msg = message.NewMessage("m5", nil)
 		bad := hooks.Restore(context.Background(), hooks.Vars{CorrelationID: "has space", CausationID: "also bad"})
-		watermillobs.InjectMetadata(bad, msg, opts...)
-		if id := msg.Metadata.Get(watermillobs.CorrelationIDKey); len(id) != 36 {
+		inject(bad, msg)
+		if id := msg.Metadata.Get(contract.CorrelationIDKey); len(id) != 36 {
 			t.Errorf("correlation_id = %q, want a new UUID instead of the malformed one", id)
 		}
-		if _, ok := msg.Metadata[watermillobs.CausationIDKey]; ok {
+		if _, ok := msg.Metadata[contract.CausationIDKey]; ok {
 			t.Errorf("a malformed causation ID was written")
 		}
 	})
 
 	t.Run("starts a correlation ID when none exists", func(t *testing.T) {
 		msg := message.NewMessage("m3", nil)
-		watermillobs.InjectMetadata(context.Background(), msg, opts...)
-		if id := msg.Metadata.Get(watermillobs.CorrelationIDKey); len(id) != 36 {
+		inject(context.Background(), msg)
+		if id := msg.Metadata.Get(contract.CorrelationIDKey); len(id) != 36 {
 			t.Errorf("correlation_id = %q, want a new UUID", id)
 		}
-		if _, ok := msg.Metadata[watermillobs.CausationIDKey]; ok {
+		if _, ok := msg.Metadata[contract.CausationIDKey]; ok {
 			t.Errorf("causation_id set without a cause")
 		}
-		if _, ok := msg.Metadata[watermillobs.TraceparentKey]; ok {
+		if _, ok := msg.Metadata[contract.TraceparentKey]; ok {
 			t.Errorf("traceparent written without a span")
 		}
 	})
 }
 
 func TestExtractContext(t *testing.T) {
-	_, _, opts := newTracing(t)
 	tests := []struct {
 		name       string
 		md         message.Metadata
@@ -114,7 +114,7 @@ func TestExtractContext(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			msg := message.NewMessage("uuid-1", nil)
 			msg.Metadata = tt.md
-			ctx := watermillobs.ExtractContext(context.Background(), msg, opts...)
+			ctx := w3cPropagation.Extract(context.Background(), msg)
 			sc := trace.SpanContextFromContext(ctx)
 			if sc.IsValid() != tt.wantRemote || (tt.wantRemote && !sc.IsRemote()) {
 				t.Errorf("span context %v, want remote %v", sc, tt.wantRemote)

@@ -4,17 +4,16 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"time"
+
+	"github.com/cqrs-ddd/watermill-observability/contract"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
-	"github.com/cqrs-ddd/watermill-observability/internal/hookrun"
 	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 	"github.com/cqrs-ddd/watermill-observability/internal/spans"
 )
@@ -29,7 +28,7 @@ const publishOperationPrefix = "publisher.publish."
 // Publisher decorates a Watermill publisher. For every message it starts a
 // "send {topic}" span of kind PRODUCER as a child of the message context
 // and writes the metadata contract (correlation and causation IDs, trace
-// context, published_at; see [InjectMetadata]) without overwriting values
+// context, published_at; see [contract.Propagation.Inject]) without overwriting values
 // the message has. Each Publish call runs as one hook operation
 // "publisher.publish.{topic}" around one call of the wrapped publisher with
 // all the messages, so instrumentation never changes broker I/O: a batch
@@ -47,18 +46,17 @@ const publishOperationPrefix = "publisher.publish."
 // came before or after the publish.
 //
 // Per-request topics (replies, and topics mapped by [WithTopicTemplate])
-// name spans and operations by their template; see [Destination].
+// name spans and operations by their template; see [contract.Destination].
 type Publisher struct {
 	pub      message.Publisher
 	tracer   trace.Tracer
-	prop     propagation.TextMapPropagator
+	prop     *contract.Propagation
 	registry *hooks.Registry
 	// system is the messaging.system attribute when the option or the
 	// wrapped publisher's type tells it, else nil (told per message).
 	system   []attribute.KeyValue
-	template TopicTemplateFunc
+	template contract.TopicTemplateFunc
 	logger   *slog.Logger
-	now      func() time.Time
 	onPanic  spans.PanicFunc
 }
 
@@ -69,12 +67,11 @@ func NewPublisher(pub message.Publisher, opts ...Option) *Publisher {
 	return &Publisher{
 		pub:      pub,
 		tracer:   c.tracer(),
-		prop:     c.propagator(),
+		prop:     c.propagation(),
 		registry: c.Registry,
 		system:   c.fixedSystemAttr(pub),
 		template: c.TopicTemplate,
 		logger:   c.Logger,
-		now:      time.Now,
 		onPanic:  pipelinePanics(c.Logger),
 	}
 }
@@ -97,14 +94,13 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		return p.pub.Publish(topic, msgs...)
 	}
 	first := firstMessage(msgs)
-	dest, _ := Destination(p.template, topic, first)
-	now := p.now()
+	dest, _ := contract.Destination(p.template, topic, first)
 	sendSpans := make([]trace.Span, len(msgs))
 	for i, m := range msgs {
 		if m == nil {
 			continue
 		}
-		sendSpans[i] = p.startSend(m, topic, now)
+		sendSpans[i] = p.startSend(m, topic)
 	}
 
 	err := p.publish(topic, dest, msgs, first)
@@ -124,8 +120,8 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 // startSend starts the send span of m, stamps the metadata contract and
 // gives m the span's context, so that inner decorators (metrics exemplars)
 // and in-process subscribers see it.
-func (p *Publisher) startSend(m *message.Message, topic string, now time.Time) trace.Span {
-	dest, temporary := Destination(p.template, topic, m)
+func (p *Publisher) startSend(m *message.Message, topic string) trace.Span {
+	dest, temporary := contract.Destination(p.template, topic, m)
 	attrs := make([]attribute.KeyValue, 0, 9)
 	attrs = append(attrs, systemAttr(p.system, message.PublisherNameFromCtx(m.Context()))...)
 	attrs = append(attrs, destinationAttrs(dest, temporary)...)
@@ -140,9 +136,9 @@ func (p *Publisher) startSend(m *message.Message, topic string, now time.Time) t
 	)
 	ctx, span := spans.Start(m.Context(), p.tracer, p.onPanic, spanName("send", dest),
 		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
-	stampMessage(ctx, p.prop, m, now)
+	p.prop.Inject(ctx, m)
 	if span.IsRecording() {
-		span.SetAttributes(semconv.MessagingMessageConversationID(bound.String(m.Metadata.Get(CorrelationIDKey), bound.Attribute)))
+		span.SetAttributes(semconv.MessagingMessageConversationID(bound.String(m.Metadata.Get(contract.CorrelationIDKey), bound.Attribute)))
 	}
 	m.SetContext(ctx)
 	return span
@@ -161,7 +157,7 @@ func (p *Publisher) publish(topic, dest string, msgs []*message.Message, first *
 		return p.pub.Publish(topic, msgs...)
 	}
 	name := publishOperationPrefix + dest
-	return hookrun.Run(withCoverage(ctx, name), reg, name, publishAttrs(topic, msgs, first),
+	return contract.RunHooks(withCoverage(ctx, name), reg, name, publishAttrs(topic, msgs, first),
 		func(context.Context) error { return p.pub.Publish(topic, msgs...) },
 		p.hookPanicked)
 }
@@ -183,20 +179,20 @@ func publishAttrs(topic string, msgs []*message.Message, first *message.Message)
 	if first == nil {
 		return attrs
 	}
-	cid, typ := first.Metadata.Get(CorrelationIDKey), MessageType(first)
+	cid, typ := first.Metadata.Get(contract.CorrelationIDKey), contract.MessageType(first)
 	for _, m := range msgs {
 		if m == nil {
 			continue
 		}
-		if cid != "" && m.Metadata.Get(CorrelationIDKey) != cid {
+		if cid != "" && m.Metadata.Get(contract.CorrelationIDKey) != cid {
 			cid = ""
 		}
-		if typ != "" && MessageType(m) != typ {
+		if typ != "" && contract.MessageType(m) != typ {
 			typ = ""
 		}
 	}
 	if cid != "" {
-		attrs = append(attrs, slog.String(CorrelationIDKey, bound.String(cid, bound.Attribute)))
+		attrs = append(attrs, slog.String(contract.CorrelationIDKey, bound.String(cid, bound.Attribute)))
 	}
 	if len(msgs) == 1 {
 		attrs = append(attrs, slog.String("message.id", bound.String(first.UUID, bound.Attribute)))

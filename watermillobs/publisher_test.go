@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -71,13 +73,13 @@ func TestPublisher_spans_and_metadata(t *testing.T) {
 			t.Fatalf("unexpected message id %q", id.AsString())
 		}
 		want := "00-" + s.SpanContext().TraceID().String() + "-" + s.SpanContext().SpanID().String() + "-01"
-		if got := m.Metadata.Get(watermillobs.TraceparentKey); got != want {
+		if got := m.Metadata.Get(contract.TraceparentKey); got != want {
 			t.Errorf("%s traceparent = %q, want its send span %q", id.AsString(), got, want)
 		}
-		if m.Metadata.Get(watermillobs.CorrelationIDKey) != "corr-9" {
-			t.Errorf("%s correlation = %q", id.AsString(), m.Metadata.Get(watermillobs.CorrelationIDKey))
+		if m.Metadata.Get(contract.CorrelationIDKey) != "corr-9" {
+			t.Errorf("%s correlation = %q", id.AsString(), m.Metadata.Get(contract.CorrelationIDKey))
 		}
-		if _, ok := watermillobs.PublishedAt(m); !ok {
+		if _, ok := contract.PublishedAt(m); !ok {
 			t.Errorf("%s has no published_at", id.AsString())
 		}
 	}
@@ -178,7 +180,7 @@ func TestPublisher_message_type_filter(t *testing.T) {
 	pub := watermillobs.NewPublisher(&fakePublisher{}, watermillobs.WithRegistry(reg))
 	typed := func(uuid, typ string) *message.Message {
 		m := message.NewMessage(uuid, nil)
-		m.Metadata.Set(watermillobs.NameKey, typ)
+		m.Metadata.Set(contract.NameKey, typ)
 		return m
 	}
 	_ = pub.Publish("orders", typed("a", "OrderPlaced"), typed("b", "OrderPlaced"))

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -27,8 +29,8 @@ const hookSliceMax = 64
 var (
 	// hookSuccessAttrs is passed as it is: a variadic call through the span
 	// interface would allocate a new slice per operation.
-	hookSuccessAttrs   = []attribute.KeyValue{attribute.String("outcome", OutcomeSuccess)}
-	hookOutcomeError   = attribute.String("outcome", OutcomeError)
+	hookSuccessAttrs   = []attribute.KeyValue{attribute.String("outcome", contract.OutcomeSuccess)}
+	hookOutcomeError   = attribute.String("outcome", contract.OutcomeError)
 	hookErrorTypePanic = semconv.ErrorTypeKey.String("panic")
 )
 
@@ -139,8 +141,8 @@ func hookSpanAttrs(ctx context.Context, op hooks.Operation) []attribute.KeyValue
 	kvs := make([]attribute.KeyValue, 0, len(fields)+len(op.Attrs)+1)
 	kvs = hookAppendAttrs(kvs, "", fields)
 	if id := hooks.CorrelationID(ctx); id != "" {
-		if _, ok := op.Attr(CorrelationIDKey); !ok {
-			kvs = append(kvs, attribute.String(CorrelationIDKey, bound.String(id, bound.Attribute)))
+		if _, ok := op.Attr(contract.CorrelationIDKey); !ok {
+			kvs = append(kvs, attribute.String(contract.CorrelationIDKey, bound.String(id, bound.Attribute)))
 		}
 	}
 	return hookAppendAttrs(kvs, "", op.Attrs)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
@@ -35,14 +37,14 @@ var ErrSubscriberClosed = errors.New("watermillobs: subscriber closed")
 // which is why [Instrument] does not install it.
 type Subscriber struct {
 	sub     message.Subscriber
-	prop    *Propagation
+	prop    *contract.Propagation
 	tracer  trace.Tracer
 	onPanic spans.PanicFunc
 	// system is the messaging.system attribute when the option or the
 	// wrapped subscriber's type tells it, else nil (told per message).
 	system   []attribute.KeyValue
 	names    spans.Names
-	template TopicTemplateFunc
+	template contract.TopicTemplateFunc
 	kind     []trace.SpanStartOption
 
 	// mu guards closed and orders forwarders.Add before Close's Wait.
@@ -60,7 +62,7 @@ func NewSubscriber(sub message.Subscriber, opts ...Option) *Subscriber {
 	c := newConfig(opts)
 	return &Subscriber{
 		sub:      sub,
-		prop:     NewPropagation(opts...),
+		prop:     c.propagation(),
 		tracer:   c.tracer(),
 		onPanic:  pipelinePanics(c.Logger),
 		system:   c.fixedSystemAttr(sub),
@@ -154,7 +156,7 @@ func nack(msg *message.Message) {
 // context.
 func (s *Subscriber) received(msg *message.Message, topic string) {
 	ctx := s.prop.Extract(msg.Context(), msg)
-	dest, temporary := Destination(s.template, topic, msg)
+	dest, temporary := contract.Destination(s.template, topic, msg)
 	spanCtx, span := spans.Start(ctx, s.tracer, s.onPanic, s.names.Get(dest), s.kind...)
 	if span.IsRecording() {
 		attrs := append([]attribute.KeyValue(nil), systemAttr(s.system, message.SubscriberNameFromCtx(msg.Context()))...)
@@ -167,7 +169,7 @@ func (s *Subscriber) received(msg *message.Message, topic string) {
 			semconv.MessagingOperationTypeReceive,
 			semconv.MessagingMessageID(bound.String(msg.UUID, bound.Attribute)),
 		)
-		if cid := CorrelationID(msg); cid != "" {
+		if cid := contract.CorrelationID(msg); cid != "" {
 			attrs = append(attrs, semconv.MessagingMessageConversationID(cid))
 		}
 		span.SetAttributes(attrs...)

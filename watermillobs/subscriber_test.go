@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
@@ -32,8 +34,8 @@ func TestSubscriber_delivers_with_context(t *testing.T) {
 	sent := message.NewMessage("reply-1", []byte("{}"))
 	sent.SetContext(hooks.WithCorrelationID(context.Background(), "corr-5"))
 	hostile := message.NewMessage("reply-2", nil)
-	hostile.Metadata.Set(watermillobs.TraceparentKey, "garbage")
-	hostile.Metadata.Set(watermillobs.CorrelationIDKey, "\xff")
+	hostile.Metadata.Set(contract.TraceparentKey, "garbage")
+	hostile.Metadata.Set(contract.CorrelationIDKey, "\xff")
 	if err := pub.Publish("replies", sent); err != nil {
 		t.Fatal(err)
 	}

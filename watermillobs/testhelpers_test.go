@@ -10,12 +10,21 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/cqrs-ddd/watermill-observability/contract"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
 
 // w3c is the propagator every test passes explicitly: tests never rely on
 // the globals.
 var w3c = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+
+// w3cPropagation writes and reads the contract with w3c.
+var w3cPropagation = contract.NewPropagation(contract.PropagationConfig{Propagator: w3c})
+
+// inject stamps the metadata contract onto msg as a producer does.
+func inject(ctx context.Context, msg *message.Message) { w3cPropagation.Inject(ctx, msg) }
 
 // newTracing returns a span recorder and the options that make this
 // package's components record into it.

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -36,7 +38,7 @@ func Tracing(opts ...Option) message.HandlerMiddleware {
 	c := newConfig(opts)
 	t := &consumerTracer{
 		tracer:    c.tracer(),
-		ext:       newExtractor(c.propagator()),
+		prop:      c.propagation(),
 		linkOnly:  c.LinkOnly,
 		linkAfter: c.LinkAfter,
 		system:    c.MessagingSystem,
@@ -52,12 +54,12 @@ func Tracing(opts ...Option) message.HandlerMiddleware {
 
 type consumerTracer struct {
 	tracer    trace.Tracer
-	ext       extractor
+	prop      *contract.Propagation
 	linkOnly  bool
 	linkAfter time.Duration
 	system    string
 	group     string
-	template  TopicTemplateFunc
+	template  contract.TopicTemplateFunc
 	now       func() time.Time
 	onPanic   spans.PanicFunc
 	// childOpts are the start options of the common case, built once.
@@ -85,7 +87,7 @@ func (t *consumerTracer) middleware(h message.HandlerFunc) message.HandlerFunc {
 }
 
 // siteKey identifies where a message is consumed: its spans share a name
-// and most attributes. topic is the destination name of [Destination].
+// and most attributes. topic is the destination name of [contract.Destination].
 type siteKey struct {
 	topic, handler, subscriber string
 	temporary                  bool
@@ -120,16 +122,16 @@ func (t *consumerTracer) newSite(k siteKey) *consumerSite {
 func (t *consumerTracer) begin(msg *message.Message) (context.Context, trace.Span) {
 	ctx := msg.Context()
 	topic := message.SubscribeTopicFromCtx(ctx)
-	dest, temporary := Destination(t.template, topic, msg)
+	dest, temporary := contract.Destination(t.template, topic, msg)
 	site := t.sites.Get(siteKey{
 		topic:      dest,
 		temporary:  temporary,
 		handler:    message.HandlerNameFromCtx(ctx),
 		subscriber: message.SubscriberNameFromCtx(ctx),
 	})
-	parent := t.ext.extract(ctx, msg.Metadata)
+	parent := t.prop.ExtractTrace(ctx, msg.Metadata)
 	startOpts := t.childOpts
-	if remote, ok := remoteSpanContext(parent); ok && t.linked(msg) {
+	if remote := trace.SpanContextFromContext(parent); remote.IsValid() && remote.IsRemote() && t.linked(msg) {
 		startOpts = []trace.SpanStartOption{startOpts[0], trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: remote})}
 	}
 	// Attributes are set after the start so that unsampled spans cost no
@@ -161,7 +163,7 @@ func (t *consumerTracer) appendAttributes(attrs []attribute.KeyValue, ctx contex
 	attrs = hookAppendAttrs(attrs, "", Fields(ctx))
 	attrs = append(attrs, site.attrs...)
 	attrs = append(attrs, semconv.MessagingMessageID(bound.String(msg.UUID, bound.Attribute)))
-	if cid := CorrelationID(msg); cid != "" {
+	if cid := contract.CorrelationID(msg); cid != "" {
 		attrs = append(attrs, semconv.MessagingMessageConversationID(cid))
 	}
 	return attrs
@@ -195,7 +197,7 @@ func (t *consumerTracer) linked(msg *message.Message) bool {
 	if t.linkAfter <= 0 {
 		return false
 	}
-	at, ok := PublishedAt(msg)
+	at, ok := contract.PublishedAt(msg)
 	return ok && t.now().Sub(at) > t.linkAfter
 }
 

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
@@ -26,7 +28,7 @@ func TestTracing_child_of_producer(t *testing.T) {
 	rec, tp, opts := newTracing(t)
 	producerCtx, producer := startSpan(tp, "send orders")
 	msg := message.NewMessage("m-1", []byte(`{"id":1}`))
-	watermillobs.InjectMetadata(producerCtx, msg, opts...)
+	inject(producerCtx, msg)
 	producer.End()
 	msg.SetContext(context.Background()) // as after crossing a broker
 
@@ -76,8 +78,8 @@ func TestTracing_links(t *testing.T) {
 			rec, tp, opts := newTracing(t)
 			producerCtx, producer := startSpan(tp, "send")
 			msg := message.NewMessage("m", nil)
-			msg.Metadata.Set(watermillobs.PublishedAtKey, time.Now().Add(-tt.age).UTC().Format(time.RFC3339Nano))
-			watermillobs.InjectMetadata(producerCtx, msg, opts...)
+			msg.Metadata.Set(contract.PublishedAtKey, time.Now().Add(-tt.age).UTC().Format(time.RFC3339Nano))
+			inject(producerCtx, msg)
 			producer.End()
 			msg.SetContext(context.Background())
 

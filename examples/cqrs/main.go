@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/ThreeDotsLabs/watermill/components/requestreply"
@@ -148,7 +150,7 @@ func run() error {
 		mu.Lock()
 		defer mu.Unlock()
 		chain = append(chain, fmt.Sprintf("%-16s %-8s uuid=%s causation=%s", handler,
-			msg.Metadata.Get(watermillobs.MessageKindKey), msg.UUID[:8], short(msg.Metadata.Get(watermillobs.CausationIDKey))))
+			msg.Metadata.Get(contract.MessageKindKey), msg.UUID[:8], short(msg.Metadata.Get(contract.CausationIDKey))))
 	}
 	done := make(chan OrderStatus, 1)
 	err = commandProcessor.AddHandlers(

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
@@ -38,7 +40,7 @@ type Metrics struct {
 	c           *collector
 	now         func() time.Time
 	logger      *slog.Logger
-	template    watermillobs.TopicTemplateFunc
+	template    contract.TopicTemplateFunc
 	observeHook func()
 }
 
@@ -380,9 +382,9 @@ func exemplarLabels(ctx context.Context) prometheus.Labels {
 
 func outcome(failed bool) string {
 	if failed {
-		return watermillobs.OutcomeError
+		return contract.OutcomeError
 	}
-	return watermillobs.OutcomeSuccess
+	return contract.OutcomeSuccess
 }
 
 // recoverPanic stops a panic raised by the package's own observation code,
@@ -410,6 +412,6 @@ func (m *Metrics) recoverPanic(ctx context.Context) {
 // topicLabel is the topic label of a message sent to or consumed from
 // topic: its template when it is a per-request destination.
 func (m *Metrics) topicLabel(topic string, msg *message.Message) string {
-	dest, _ := watermillobs.Destination(m.template, topic, msg)
+	dest, _ := contract.Destination(m.template, topic, msg)
 	return labelValue(dest)
 }

@@ -6,11 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs/promobs"
 )
 
@@ -152,7 +153,7 @@ func TestMetrics_lint(t *testing.T) {
 	m, reg := newMetrics(t, promobs.WithObserveHook(func() {}))
 	ctx, _ := sampledContext(true)
 	msg := newMessage("name", "OrderPlaced", "message_kind", "event",
-		watermillobs.PublishedAtKey, time.Now().Add(-time.Second).Format(time.RFC3339Nano))
+		contract.PublishedAtKey, time.Now().Add(-time.Second).Format(time.RFC3339Nano))
 	msg.SetContext(ctx)
 	if _, err := m.HandlerMiddleware()(noop)(msg); err != nil {
 		t.Fatal(err)

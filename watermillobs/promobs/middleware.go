@@ -6,9 +6,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/cqrs-ddd/watermill-observability/contract"
 
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
+	"github.com/ThreeDotsLabs/watermill/message"
 )
 
 // HandlerMiddleware returns the router middleware that records, per handled
@@ -110,7 +110,7 @@ func (m *Metrics) observeHandled(ctx context.Context, msg *message.Message, star
 	exemplar := exemplarLabels(ctx)
 	result := outcome(failed)
 
-	hs := m.c.handledSeries(watermillobs.MessageKind(msg), labelValue(watermillobs.MessageType(msg)), result)
+	hs := m.c.handledSeries(contract.MessageKind(msg), labelValue(contract.MessageType(msg)), result)
 	hs.duration.observe(now.Sub(start).Seconds(), exemplar)
 	hs.total.add(1, exemplar)
 
@@ -121,7 +121,7 @@ func (m *Metrics) observeHandled(ctx context.Context, msg *message.Message, star
 	}
 	// Clocks of producer and consumer hosts differ: a publish time in the
 	// future says nothing about the queue, so it is skipped.
-	if at, ok := watermillobs.PublishedAt(msg); ok {
+	if at, ok := contract.PublishedAt(msg); ok {
 		if d := start.Sub(at); d >= 0 {
 			m.c.queueSeries(topic).observe(d.Seconds(), exemplar)
 		}

@@ -13,13 +13,14 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs/promobs"
 )
 
@@ -332,7 +333,7 @@ func TestHandlerMiddleware_time_in_queue(t *testing.T) {
 			m, reg := newMetrics(t, promobs.WithClock(stepClock(start, time.Millisecond)))
 			msg := newMessage()
 			if tt.publishedAt != "" {
-				msg.Metadata.Set(watermillobs.PublishedAtKey, tt.publishedAt)
+				msg.Metadata.Set(contract.PublishedAtKey, tt.publishedAt)
 			}
 			if _, err := m.HandlerMiddleware()(noop)(msg); err != nil {
 				t.Fatal(err)

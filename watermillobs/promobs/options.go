@@ -6,9 +6,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/cqrs-ddd/watermill-observability/contract"
 
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Default cardinality caps and buckets.
@@ -36,7 +36,7 @@ type config struct {
 	timeInQueueBuckets []float64
 	constLabels        prometheus.Labels
 	logger             *slog.Logger
-	template           watermillobs.TopicTemplateFunc
+	template           contract.TopicTemplateFunc
 
 	// now and observeHook are set only by tests (export_test.go).
 	now         func() time.Time
@@ -162,13 +162,13 @@ func WithLogger(l *slog.Logger) Option {
 
 // WithTopicTemplate sets the function that maps per-request topics to the
 // template that stands in for them in the topic label (see
-// watermillobs.TopicTemplateFunc), so that replies on a topic per request
+// contract.TopicTemplateFunc), so that replies on a topic per request
 // do not take the slots that [WithMaxTopics] keeps for real topics. Give
 // watermillobs the same function (watermillobs.WithTopicTemplate) so that
 // span names agree. Messages of kind reply use
-// watermillobs.TemporaryDestination when fn does not map their topic. A nil
+// contract.TemporaryDestination when fn does not map their topic. A nil
 // fn is ignored. If not set, only replies are templated.
-func WithTopicTemplate(fn watermillobs.TopicTemplateFunc) Option {
+func WithTopicTemplate(fn contract.TopicTemplateFunc) Option {
 	return optionFunc(func(c *config) {
 		if fn != nil {
 			c.template = fn

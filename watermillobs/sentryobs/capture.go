@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"strconv"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/getsentry/sentry-go"
 	"go.opentelemetry.io/otel/trace"
@@ -17,7 +19,7 @@ import (
 // metadata and the router, so they are cut to [TagValueLimit] bytes of valid
 // UTF-8; tags whose value is unknown are left unset.
 const (
-	// TagMessageType is the message type (watermillobs.MessageType).
+	// TagMessageType is the message type (contract.MessageType).
 	TagMessageType = "cqrs.message_type"
 	// TagCorrelationID is the message's correlation ID.
 	TagCorrelationID = "correlation_id"
@@ -145,14 +147,14 @@ func (c *Capture) bind(msg *message.Message) (hub *sentry.Hub) {
 	ctx := msg.Context()
 	hub = c.hub.Clone()
 	hub.ConfigureScope(func(scope *sentry.Scope) {
-		scope.SetTag(TagMessageType, bound.String(watermillobs.MessageType(msg), TagValueLimit))
-		scope.SetTag(TagMessageKind, watermillobs.MessageKind(msg))
-		setTag(scope, TagCorrelationID, watermillobs.CorrelationID(msg))
+		scope.SetTag(TagMessageType, bound.String(contract.MessageType(msg), TagValueLimit))
+		scope.SetTag(TagMessageKind, contract.MessageKind(msg))
+		setTag(scope, TagCorrelationID, contract.CorrelationID(msg))
 		setTag(scope, TagHandler, message.HandlerNameFromCtx(ctx))
 		setTag(scope, TagTopic, message.SubscribeTopicFromCtx(ctx))
 
 		info := sentry.Context{"uuid": bound.String(msg.UUID, bound.Attribute)}
-		if id := watermillobs.CausationID(msg); id != "" {
+		if id := contract.CausationID(msg); id != "" {
 			info["causation_id"] = id
 		}
 		scope.SetContext(ContextMessage, info)

@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
@@ -21,7 +23,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs/sentryobs"
 )
 
@@ -198,10 +199,10 @@ func TestMiddleware_router_error_tags(t *testing.T) {
 	hub, transport := newHub(t)
 	handler, done := failOnce(func() {})
 	msg := newMessage(map[string]string{
-		watermillobs.NameKey:          "OrderPlaced",
-		watermillobs.MessageKindKey:   watermillobs.KindEvent,
-		watermillobs.CorrelationIDKey: "corr-42",
-		watermillobs.CausationIDKey:   "cause-7",
+		contract.NameKey:          "OrderPlaced",
+		contract.MessageKindKey:   contract.KindEvent,
+		contract.CorrelationIDKey: "corr-42",
+		contract.CausationIDKey:   "cause-7",
 	})
 
 	runRouter(t, sentryobs.Middleware(sentryobs.WithHub(hub)), handler, msg)
@@ -217,7 +218,7 @@ func TestMiddleware_router_error_tags(t *testing.T) {
 		sentryobs.TagCorrelationID: "corr-42",
 		sentryobs.TagHandler:       routerHandler,
 		sentryobs.TagTopic:         routerTopic,
-		sentryobs.TagMessageKind:   watermillobs.KindEvent,
+		sentryobs.TagMessageKind:   contract.KindEvent,
 	}
 	for k, want := range wantTags {
 		if got := e.Tags[k]; got != want {
@@ -254,7 +255,7 @@ func TestMiddleware_panic(t *testing.T) {
 			h := sentryobs.Middleware(sentryobs.WithHub(hub))(func(*message.Message) ([]*message.Message, error) {
 				panic(tt.value)
 			})
-			msg := newMessage(map[string]string{watermillobs.NameKey: "ChargeCard"})
+			msg := newMessage(map[string]string{contract.NameKey: "ChargeCard"})
 
 			got := func() (v any) {
 				defer func() { v = recover() }()
@@ -365,10 +366,10 @@ func TestMiddleware_bounds_tag_values(t *testing.T) {
 	hub, transport := newHub(t)
 	huge := strings.Repeat("\xff", 1<<20)
 	msg := newMessage(map[string]string{
-		watermillobs.NameKey:          huge,
-		watermillobs.MessageKindKey:   huge,
-		watermillobs.CorrelationIDKey: huge,
-		watermillobs.CausationIDKey:   huge,
+		contract.NameKey:          huge,
+		contract.MessageKindKey:   huge,
+		contract.CorrelationIDKey: huge,
+		contract.CausationIDKey:   huge,
 	})
 	h := sentryobs.Middleware(sentryobs.WithHub(hub))(func(*message.Message) ([]*message.Message, error) {
 		return nil, errDeclined
@@ -386,8 +387,8 @@ func TestMiddleware_bounds_tag_values(t *testing.T) {
 	if e.Tags[sentryobs.TagMessageType] == "" {
 		t.Errorf("tag %s missing", sentryobs.TagMessageType)
 	}
-	if got := e.Tags[sentryobs.TagMessageKind]; got != watermillobs.KindMessage {
-		t.Errorf("tag %s = %q, want %q for an unknown kind", sentryobs.TagMessageKind, got, watermillobs.KindMessage)
+	if got := e.Tags[sentryobs.TagMessageKind]; got != contract.KindMessage {
+		t.Errorf("tag %s = %q, want %q for an unknown kind", sentryobs.TagMessageKind, got, contract.KindMessage)
 	}
 	for k, v := range e.Tags {
 		if len(v) > sentryobs.TagValueLimit || !utf8.ValidString(v) {
@@ -536,12 +537,12 @@ func TestMiddleware_hub_per_message(t *testing.T) {
 	})
 
 	_, _ = h(newMessage(map[string]string{
-		watermillobs.NameKey:          "OrderPlaced",
-		watermillobs.CorrelationIDKey: "corr-1",
-		"order_id":                    "order-1",
+		contract.NameKey:          "OrderPlaced",
+		contract.CorrelationIDKey: "corr-1",
+		"order_id":                "order-1",
 	}))
 	first := inHandler
-	_, _ = h(newMessage(map[string]string{watermillobs.NameKey: "OrderShipped"}))
+	_, _ = h(newMessage(map[string]string{contract.NameKey: "OrderShipped"}))
 	parent.CaptureMessage("after the messages")
 
 	if first == nil {
@@ -580,7 +581,7 @@ func TestMiddleware_hub_per_message(t *testing.T) {
 func TestMiddleware_concurrent_messages(t *testing.T) {
 	hub, transport := newHub(t)
 	h := sentryobs.Middleware(sentryobs.WithHub(hub))(func(msg *message.Message) ([]*message.Message, error) {
-		sentry.GetHubFromContext(msg.Context()).Scope().SetTag("n", msg.Metadata.Get(watermillobs.NameKey))
+		sentry.GetHubFromContext(msg.Context()).Scope().SetTag("n", msg.Metadata.Get(contract.NameKey))
 		return nil, errDeclined
 	})
 
@@ -588,7 +589,7 @@ func TestMiddleware_concurrent_messages(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			_, _ = h(newMessage(map[string]string{watermillobs.NameKey: fmt.Sprintf("Type%d", i)}))
+			_, _ = h(newMessage(map[string]string{contract.NameKey: fmt.Sprintf("Type%d", i)}))
 		})
 	}
 	wg.Wait()

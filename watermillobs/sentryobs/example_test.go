@@ -4,10 +4,11 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
+
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/getsentry/sentry-go"
 
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs/sentryobs"
 )
 
@@ -32,9 +33,9 @@ func Example() {
 	})
 
 	msg := message.NewMessage("0b5d2a4e-1f3c-4e8a-9d7b-2c6f8e1a3b5d", []byte(`{"order_id":"o-1"}`))
-	msg.Metadata.Set(watermillobs.NameKey, "OrderPlaced")
-	msg.Metadata.Set(watermillobs.MessageKindKey, watermillobs.KindEvent)
-	msg.Metadata.Set(watermillobs.CorrelationIDKey, "corr-42")
+	msg.Metadata.Set(contract.NameKey, "OrderPlaced")
+	msg.Metadata.Set(contract.MessageKindKey, contract.KindEvent)
+	msg.Metadata.Set(contract.CorrelationIDKey, "corr-42")
 
 	_, err = handler(msg)
 	fmt.Println("handler returned:", err)

@@ -1,8 +1,4 @@
-// Package hookrun runs an operation through the hook registry so that a
-// broken hook never changes what the operation does: the one place that
-// implements "run the hooks, fall back to unobserved on a hook panic" for
-// publishing, consuming and the cqrsbus wrappers.
-package hookrun
+package contract
 
 import (
 	"context"
@@ -12,11 +8,14 @@ import (
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 )
 
-// ReportFunc reports a hook panic that Run recovered from. ctx is the
+// ReportFunc reports a hook panic that [RunHooks] recovered from. ctx is the
 // context Run was given.
 type ReportFunc func(ctx context.Context, p *hooks.HookPanicError)
 
-// Run runs fn inside the hook operation name of reg.
+// RunHooks runs fn inside the hook operation name of reg so that a broken
+// hook never changes what the operation does. Every component of this
+// module that emits operations (publishing, consuming, the CQRS buses and
+// handlers) runs them through it; so can yours.
 //
 //   - An error a hook returns deliberately (a rate limiter refusing) is
 //     returned: the caller sees the refusal.
@@ -25,11 +24,11 @@ type ReportFunc func(ctx context.Context, p *hooks.HookPanicError)
 //     is returned; else fn is called once, directly, with ctx. So fn runs
 //     exactly once whether the hook panicked before or after next, and a
 //     publish is never repeated by the caller's retry.
-//   - A panic of fn itself reaches the caller unchanged. Run never recovers
+//   - A panic of fn itself reaches the caller unchanged. RunHooks never recovers
 //     it, and if the registry swallowed it into a HookPanicError (a hook that
-//     panics while fn's panic passes through it), Run raises it again rather
+//     panics while fn's panic passes through it), RunHooks raises it again rather
 //     than calling fn a second time.
-func Run(ctx context.Context, reg *hooks.Registry, name string, attrs []slog.Attr, fn func(context.Context) error, report ReportFunc) error {
+func RunHooks(ctx context.Context, reg *hooks.Registry, name string, attrs []slog.Attr, fn func(context.Context) error, report ReportFunc) error {
 	var (
 		ran, returned bool
 		fnErr         error

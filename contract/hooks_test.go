@@ -1,12 +1,12 @@
-package hookrun_test
+package contract_test
 
 import (
 	"context"
 	"errors"
 	"testing"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
-	"github.com/cqrs-ddd/watermill-observability/internal/hookrun"
 )
 
 func registry(h hooks.HookFunc) *hooks.Registry {
@@ -15,7 +15,7 @@ func registry(h hooks.HookFunc) *hooks.Registry {
 	return reg
 }
 
-func TestRun_hook_panic_runs_fn_once(t *testing.T) {
+func TestRunHooks_hook_panic_runs_fn_once(t *testing.T) {
 	errFn := errors.New("fn failed")
 	for _, when := range []string{"before next", "after next"} {
 		t.Run(when, func(t *testing.T) {
@@ -27,7 +27,7 @@ func TestRun_hook_panic_runs_fn_once(t *testing.T) {
 				panic("bug")
 			})
 			calls, reports := 0, 0
-			err := hookrun.Run(context.Background(), reg, "op", nil, func(context.Context) error {
+			err := contract.RunHooks(context.Background(), reg, "op", nil, func(context.Context) error {
 				calls++
 				return errFn
 			}, func(ctx context.Context, e *hooks.HookPanicError) { reports++ })
@@ -38,17 +38,17 @@ func TestRun_hook_panic_runs_fn_once(t *testing.T) {
 	}
 }
 
-func TestRun_hook_error_is_returned(t *testing.T) {
+func TestRunHooks_hook_error_is_returned(t *testing.T) {
 	refused := errors.New("rate limited")
 	reg := registry(func(ctx context.Context, op hooks.Operation, next hooks.Next) error { return refused })
 	calls := 0
-	err := hookrun.Run(context.Background(), reg, "op", nil, func(context.Context) error { calls++; return nil }, nil)
+	err := contract.RunHooks(context.Background(), reg, "op", nil, func(context.Context) error { calls++; return nil }, nil)
 	if !errors.Is(err, refused) || calls != 0 {
 		t.Errorf("err=%v calls=%d, want the refusal and no call", err, calls)
 	}
 }
 
-func TestRun_fn_panic_reaches_the_caller(t *testing.T) {
+func TestRunHooks_fn_panic_reaches_the_caller(t *testing.T) {
 	reg := registry(func(ctx context.Context, op hooks.Operation, next hooks.Next) error { return next(ctx) })
 	calls := 0
 	defer func() {
@@ -56,7 +56,7 @@ func TestRun_fn_panic_reaches_the_caller(t *testing.T) {
 			t.Errorf("recovered %v after %d calls, want fn's own panic after one call", v, calls)
 		}
 	}()
-	_ = hookrun.Run(context.Background(), reg, "op", nil, func(context.Context) error {
+	_ = contract.RunHooks(context.Background(), reg, "op", nil, func(context.Context) error {
 		calls++
 		panic("fn bug")
 	}, nil)

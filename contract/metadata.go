@@ -1,4 +1,4 @@
-package watermillobs
+package contract
 
 import (
 	"time"

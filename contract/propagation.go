@@ -1,4 +1,4 @@
-package watermillobs
+package contract
 
 import (
 	"context"
@@ -9,7 +9,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
@@ -78,15 +77,6 @@ func injectTrace(ctx context.Context, prop propagation.TextMapPropagator, msg *m
 	return msg.Metadata[TraceparentKey]
 }
 
-// propagator returns the propagator of WithPropagators, else one that
-// resolves the global propagator per use.
-func (c *config) propagator() propagation.TextMapPropagator {
-	if c.Propagators != nil {
-		return c.Propagators
-	}
-	return globalPropagator{logger: c.Logger}
-}
-
 // globalPropagator is the current global propagator, looked up on every
 // call: OTel's global is a delegate until otel.SetTextMapPropagator is
 // called, and instrumentation is often built before that. While the global
@@ -117,7 +107,7 @@ func (g globalPropagator) current() propagation.TextMapPropagator {
 		if l == nil {
 			l = slog.Default()
 		}
-		l.Info("watermillobs: no OpenTelemetry propagator set; using W3C TraceContext and Baggage (set one with otel.SetTextMapPropagator or WithPropagators; an empty composite disables propagation)")
+		l.Info("watermill-observability: no OpenTelemetry propagator set; using W3C TraceContext and Baggage (set one with otel.SetTextMapPropagator or in the configuration; an empty composite disables propagation)")
 	})
 	return w3cPropagator
 }
@@ -152,32 +142,52 @@ func (e extractor) extract(ctx context.Context, md message.Metadata) context.Con
 	return e.prop.Extract(ctx, metadataCarrier(md))
 }
 
-// Propagation writes and reads the metadata contract with its options
-// resolved once, for code that does it per message outside a router or a
-// decorated publisher (CQRS bus hooks, outbox relays). Its methods are safe
-// for concurrent use.
+// PropagationConfig configures a [Propagation]. The zero value uses the
+// global propagator.
+type PropagationConfig struct {
+	// Propagator writes and reads trace context and baggage in metadata.
+	// If not set, the global propagator (otel.GetTextMapPropagator) is
+	// looked up per message, so that one set after construction counts;
+	// while no global was ever set, W3C TraceContext and Baggage are used,
+	// and that is logged once at level Info. An empty composite
+	// (propagation.NewCompositeTextMapPropagator()) turns propagation off.
+	Propagator propagation.TextMapPropagator
+
+	// Logger receives the one Info record above. If not set, slog.Default
+	// is used.
+	Logger *slog.Logger
+}
+
+// Propagation writes and reads the metadata contract, for every path that
+// sends or receives messages: the decorators and middlewares of
+// watermillobs, the CQRS bus hooks, outbox relays, and your own consumer
+// loops. Its methods are safe for concurrent use.
 type Propagation struct {
 	prop propagation.TextMapPropagator
 	ext  extractor
 	now  func() time.Time
 }
 
-// NewPropagation returns a Propagation using the propagator of
-// [WithPropagators], else the global one as looked up per message (see
-// [WithPropagators]), logging through [WithLogger]; other options are
-// ignored.
-func NewPropagation(opts ...Option) *Propagation {
-	c := newConfig(opts)
-	prop := c.propagator()
+// NewPropagation returns a Propagation configured by config.
+func NewPropagation(config PropagationConfig) *Propagation {
+	prop := config.Propagator
+	if prop == nil {
+		prop = globalPropagator{logger: config.Logger}
+	}
 	return &Propagation{prop: prop, ext: newExtractor(prop), now: time.Now}
 }
 
 // Inject writes the metadata contract into msg from ctx: the correlation ID
 // (a new one if neither ctx nor msg has one), the causation ID, the trace
 // context and baggage through the propagator, and published_at. Values the
-// message already has are never overwritten. A traceparent Inject writes is
-// marked in msg's context as its own, so that a [Publisher] that later
-// publishes msg replaces it with the trace context of its send span.
+// message already has are never overwritten, with one exception: a
+// message published while it is itself being handled (its UUID is the
+// causation ID of ctx: a forward, a requeue, a poison queue) is a new hop,
+// so its traceparent and tracestate are replaced by ctx's, and it keeps its
+// causation ID, for it is not its own cause. A traceparent Inject writes is
+// marked in msg's context as its own, so that a decorated publisher
+// (watermillobs.Publisher) that later publishes msg replaces it with the
+// trace context of its send span.
 func (p *Propagation) Inject(ctx context.Context, msg *message.Message) {
 	if tp, stamped := stampMessage(ctx, p.prop, msg, p.now()); stamped {
 		msg.SetContext(context.WithValue(msg.Context(), stampedTraceKey{}, tp))
@@ -193,15 +203,13 @@ func (p *Propagation) Extract(ctx context.Context, msg *message.Message) context
 	return WithMessageCorrelation(p.ext.extract(ctx, msg.Metadata), msg)
 }
 
-// InjectMetadata is [Propagation.Inject] with options resolved per call.
-// Publishers decorated with [NewPublisher] do this for every message; call
-// it yourself for messages that leave through an uninstrumented path, and
-// use a [Propagation] on hot paths.
-func InjectMetadata(ctx context.Context, msg *message.Message, opts ...Option) {
-	NewPropagation(opts...).Inject(ctx, msg)
+// ExtractTrace returns ctx extended with the remote span context and
+// baggage of md only, for code that restores the correlation IDs itself.
+func (p *Propagation) ExtractTrace(ctx context.Context, md message.Metadata) context.Context {
+	return p.ext.extract(ctx, md)
 }
 
-// stampMessage is InjectMetadata with resolved configuration. It returns
+// stampMessage is [Propagation.Inject] without the mark. It returns
 // the message's traceparent and whether this call wrote it.
 //
 // A message published while it is itself being handled (its UUID is the
@@ -257,16 +265,11 @@ func dropTrace(md message.Metadata) {
 	delete(md, TracestateKey)
 }
 
-// ExtractContext is [Propagation.Extract] with options resolved per call.
-func ExtractContext(ctx context.Context, msg *message.Message, opts ...Option) context.Context {
-	return NewPropagation(opts...).Extract(ctx, msg)
-}
-
 // WithMessageCorrelation returns ctx carrying the conversation of msg: its
 // correlation ID (else ctx's, else a new one) and, as causation for the work
 // msg causes, msg's UUID. Values ctx already carries are not added again.
-// [Correlation] does this for router handlers; use it where a message is
-// handled outside a router.
+// watermillobs.Correlation does this for router handlers; use it where a
+// message is handled outside a router.
 func WithMessageCorrelation(ctx context.Context, msg *message.Message) context.Context {
 	cid := msg.Metadata.Get(CorrelationIDKey)
 	if !bound.IsID(cid) {
@@ -280,11 +283,4 @@ func WithMessageCorrelation(ctx context.Context, msg *message.Message) context.C
 		v.CausationID = msg.UUID
 	}
 	return hooks.Restore(ctx, v)
-}
-
-// remoteSpanContext returns the span context that ctx got from metadata, if
-// it is valid and remote.
-func remoteSpanContext(ctx context.Context) (trace.SpanContext, bool) {
-	sc := trace.SpanContextFromContext(ctx)
-	return sc, sc.IsValid() && sc.IsRemote()
 }
