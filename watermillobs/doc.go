@@ -3,6 +3,10 @@
 // causation IDs in message metadata, JSON logs through log/slog, sanitized
 // payload tracing, and hook operations for the [hooks] registry.
 //
+// The metadata contract itself (keys, stamping, reading) is package
+// contract; sanitized payload tracing is package payloadtrace, which
+// [Instrument] installs with [WithPayloadTracing].
+//
 // It depends only on the OpenTelemetry API, Watermill and the standard
 // library. Prometheus metrics live in watermillobs/promobs and Sentry
 // capture in watermillobs/sentryobs, so a program that does not use them

@@ -14,7 +14,7 @@ var ErrNilRouter = errors.New("watermillobs: nil router")
 //
 //  1. [Correlation]: correlation and causation IDs in and out;
 //  2. [Tracing]: a "process {topic}" span per message;
-//  3. [PayloadTracing], if configured with [WithPayloadTracing];
+//  3. [payloadtrace.Tracing], if configured with [WithPayloadTracing];
 //  4. [Logging]: one JSON record per message;
 //  5. the HandlerMiddleware of each backend given with [WithBackends]
 //     (promobs, sentryobs), in the given order, inside the span;

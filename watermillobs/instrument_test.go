@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cqrs-ddd/watermill-observability/contract"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs/payloadtrace"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -97,7 +98,7 @@ func TestInstrument_recommended_set(t *testing.T) {
 		watermillobs.WithLogger(logger),
 		watermillobs.WithRegistry(reg),
 		watermillobs.WithBackends(probe, nil),
-		watermillobs.WithPayloadTracing(watermillobs.PayloadTracing{IncludeFields: []string{"order_id"}}),
+		watermillobs.WithPayloadTracing(payloadtrace.Tracing{IncludeFields: []string{"order_id"}}),
 	)...)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cqrs-ddd/watermill-observability/contract"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs/payloadtrace"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
@@ -37,7 +38,7 @@ type config struct {
 
 	// Instrument.
 	Backends []Backend
-	Payload  *PayloadTracing
+	Payload  *payloadtrace.Tracing
 }
 
 func newConfig(opts []Option) config {
@@ -189,7 +190,7 @@ func WithBackends(backends ...Backend) Option {
 
 // WithPayloadTracing makes [Instrument] install the payload tracing
 // middleware with p. If not set, payloads are not traced.
-func WithPayloadTracing(p PayloadTracing) Option {
+func WithPayloadTracing(p payloadtrace.Tracing) Option {
 	return optionFunc(func(c *config) { c.Payload = &p })
 }
 

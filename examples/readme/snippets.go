@@ -21,6 +21,7 @@ import (
 	"github.com/cqrs-ddd/watermill-observability/cqrsbus"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs/payloadtrace"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs/promobs"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs/sentryobs"
 )
@@ -92,7 +93,7 @@ func instrumentRouter(logger watermill.LoggerAdapter) error {
 	err = watermillobs.Instrument(router,
 		watermillobs.WithBackends(metrics, sentryobs.New()),
 		// optional: sanitized payloads as span events
-		watermillobs.WithPayloadTracing(watermillobs.PayloadTracing{
+		watermillobs.WithPayloadTracing(payloadtrace.Tracing{
 			IncludeFields: []string{"order_id", "tenant_id"},
 		}),
 	)
@@ -122,7 +123,7 @@ func middlewaresAlone(router *message.Router, metrics *promobs.Metrics) {
 	router.AddMiddleware( // any of these, in this order
 		watermillobs.Correlation(),
 		watermillobs.Tracing(),
-		watermillobs.PayloadTracing{IncludeFields: []string{"order_id"}}.Middleware,
+		payloadtrace.Tracing{IncludeFields: []string{"order_id"}}.Middleware,
 		watermillobs.Logging(),
 		metrics.HandlerMiddleware(), // metrics from promobs.New
 		sentryobs.Middleware(),

@@ -1,4 +1,4 @@
-package watermillobs_test
+package payloadtrace_test
 
 import (
 	"encoding/json"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs/payloadtrace"
 )
 
 // payloadCanary is a secret the fuzz target puts under sensitive keys only.
@@ -16,8 +16,8 @@ const payloadCanary = "Cz9QvXhunter2Kw"
 
 // payloadFuzzConfig derives a configuration from the fuzzer's inputs, so
 // that the allowlist, hashing and redaction paths are all explored.
-func payloadFuzzConfig(max uint16, mode uint8) watermillobs.PayloadTracing {
-	p := watermillobs.PayloadTracing{MaxPayloadChars: int(max)}
+func payloadFuzzConfig(max uint16, mode uint8) payloadtrace.Tracing {
+	p := payloadtrace.Tracing{MaxPayloadChars: int(max)}
 	switch mode % 5 {
 	case 1:
 		p.IncludeFields = []string{"password", "nested", "data", "id", "a"}

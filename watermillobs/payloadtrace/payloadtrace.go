@@ -1,4 +1,4 @@
-package watermillobs
+package payloadtrace
 
 import (
 	"bytes"
@@ -21,10 +21,10 @@ import (
 	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 )
 
-// DefaultSensitiveFields are the keys whose values [PayloadTracing] redacts
+// DefaultSensitiveFields are the keys whose values [Tracing] redacts
 // unless DisableDefaultRedaction is set. They cover credentials, payment
 // data and personal contact data. Keys match as described in
-// [PayloadTracing], so "card_number" also covers "cardNumber". The slice is
+// [Tracing], so "card_number" also covers "cardNumber". The slice is
 // read when a middleware is built; add keys with RedactFields rather than by
 // changing it.
 var DefaultSensitiveFields = []string{
@@ -53,7 +53,7 @@ const (
 	payloadTruncationMarker = bound.Truncated
 )
 
-// PayloadTracing is a router middleware that records a sanitized copy of
+// Tracing is a router middleware that records a sanitized copy of
 // each message's JSON payload on the message's current span, so that a trace
 // shows what a handler was asked to do without exposing secrets or personal
 // data. [Instrument] installs it when given [WithPayloadTracing]; by hand, add
@@ -96,7 +96,7 @@ const (
 // unexpected failure is logged to Logger and the handler runs as if the
 // middleware were not there. The handler's results and panics pass through
 // unchanged.
-type PayloadTracing struct {
+type Tracing struct {
 	// IncludeFields is an allowlist of keys, matched at any nesting level.
 	// It is the safest configuration in production. If not set, every
 	// member that is not redacted or hashed is shown.
@@ -132,7 +132,7 @@ type PayloadTracing struct {
 
 // Middleware returns h wrapped with payload tracing. The configuration is
 // read once here; changing p afterwards has no effect.
-func (p PayloadTracing) Middleware(h message.HandlerFunc) message.HandlerFunc {
+func (p Tracing) Middleware(h message.HandlerFunc) message.HandlerFunc {
 	s := p.compile()
 	return func(msg *message.Message) ([]*message.Message, error) {
 		if msg != nil {
@@ -153,7 +153,7 @@ const (
 	fieldInclude
 )
 
-// payloadSanitizer is the resolved form of a PayloadTracing.
+// payloadSanitizer is the resolved form of a Tracing.
 type payloadSanitizer struct {
 	fields    map[string]uint8 // normalized key -> field actions
 	allowlist bool
@@ -162,7 +162,7 @@ type payloadSanitizer struct {
 	logger    *slog.Logger
 }
 
-func (p PayloadTracing) compile() *payloadSanitizer {
+func (p Tracing) compile() *payloadSanitizer {
 	s := &payloadSanitizer{
 		fields:    make(map[string]uint8),
 		allowlist: len(p.IncludeFields) > 0,
@@ -222,7 +222,7 @@ func normalizeFieldKeySlow(k string) string {
 func (s *payloadSanitizer) record(ctx context.Context, span trace.Span, payload []byte) {
 	defer func() {
 		if r := recover(); r != nil {
-			panics.Report(ctx, s.logger, "watermillobs: payload tracing failed", boundedPanicValue(r))
+			panics.Report(ctx, s.logger, "payloadtrace: payload tracing failed", r)
 		}
 	}()
 	if len(payload) == 0 {

@@ -1,4 +1,4 @@
-package watermillobs_test
+package payloadtrace_test
 
 import (
 	"context"
@@ -8,17 +8,17 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs/payloadtrace"
 )
 
 // PayloadTracing records what a handler was asked to do on the message's
 // span: here only allowlisted fields, with the customer ID hashed and the
 // listed email redacted anyway because it is a default sensitive field.
-func ExamplePayloadTracing() {
+func ExampleTracing() {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 
-	payloads := watermillobs.PayloadTracing{
+	payloads := payloadtrace.Tracing{
 		IncludeFields: []string{"order_id", "customer_id", "email", "sku"},
 		HashFields:    []string{"customer_id"},
 	}

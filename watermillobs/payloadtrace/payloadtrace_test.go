@@ -1,4 +1,4 @@
-package watermillobs_test
+package payloadtrace_test
 
 import (
 	"bytes"
@@ -16,12 +16,12 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/cqrs-ddd/watermill-observability/watermillobs"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs/payloadtrace"
 )
 
 // payloadTrace handles a message with payload through p's middleware inside
 // a recording span and returns the ended span.
-func payloadTrace(t testing.TB, p watermillobs.PayloadTracing, payload []byte) sdktrace.ReadOnlySpan {
+func payloadTrace(t testing.TB, p payloadtrace.Tracing, payload []byte) sdktrace.ReadOnlySpan {
 	t.Helper()
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
@@ -96,7 +96,7 @@ func TestPayloadTracing_sanitize(t *testing.T) {
 	deepWant := strings.Repeat(`{"a":`, 32) + `"[MAX DEPTH]"` + strings.Repeat("}", 32)
 	tests := []struct {
 		name    string
-		p       watermillobs.PayloadTracing
+		p       payloadtrace.Tracing
 		payload string
 		want    string
 	}{
@@ -117,97 +117,97 @@ func TestPayloadTracing_sanitize(t *testing.T) {
 		},
 		{
 			name:    "extra redact fields at several levels",
-			p:       watermillobs.PayloadTracing{RedactFields: []string{"address"}},
+			p:       payloadtrace.Tracing{RedactFields: []string{"address"}},
 			payload: `{"address":"x","shipping":{"Address":{"street":"s"}},"list":[{"address":"y","n":1}],"password":"p"}`,
 			want:    `{"address":"[REDACTED]","shipping":{"Address":"[REDACTED]"},"list":[{"address":"[REDACTED]","n":1}],"password":"[REDACTED]"}`,
 		},
 		{
 			name:    "default redaction disabled",
-			p:       watermillobs.PayloadTracing{DisableDefaultRedaction: true, RedactFields: []string{"name"}},
+			p:       payloadtrace.Tracing{DisableDefaultRedaction: true, RedactFields: []string{"name"}},
 			payload: `{"password":"p","name":"Ann"}`,
 			want:    `{"password":"p","name":"[REDACTED]"}`,
 		},
 		{
 			name:    "hash of a string is the SHA-256 of the string",
-			p:       watermillobs.PayloadTracing{HashFields: []string{"customer_id"}},
+			p:       payloadtrace.Tracing{HashFields: []string{"customer_id"}},
 			payload: `{"customer_id":"c-42","n":1}`,
 			want:    `{"customer_id":"sha256:8fb7893be928286e8d0617fa09ec51245e34b241ab02c9ad75356bf303a45053","n":1}`,
 		},
 		{
 			name:    "hash of a number is the SHA-256 of its text",
-			p:       watermillobs.PayloadTracing{HashFields: []string{"customer_id"}},
+			p:       payloadtrace.Tracing{HashFields: []string{"customer_id"}},
 			payload: `{"customer_id":42}`,
 			want:    `{"customer_id":"sha256:73475cb40a568e8da8a045ced110137e159f890ac4da883b6b17dc651b3a8049"}`,
 		},
 		{
 			name:    "hash of an object is the SHA-256 of its compact JSON",
-			p:       watermillobs.PayloadTracing{HashFields: []string{"customer_id"}},
+			p:       payloadtrace.Tracing{HashFields: []string{"customer_id"}},
 			payload: `{"customer_id": { "a" : 1, "b" : [ true, null ] } }`,
 			want:    `{"customer_id":"sha256:1cc69c7fa23616ca2ec3ee70d24390a6225c8832db8a4c814c7e0e7f942f8668"}`,
 		},
 		{
 			name:    "HMAC key makes keyed digests",
-			p:       watermillobs.PayloadTracing{HashFields: []string{"customer_id"}, HMACKey: []byte("k3y")},
+			p:       payloadtrace.Tracing{HashFields: []string{"customer_id"}, HMACKey: []byte("k3y")},
 			payload: `{"customer_id":"c-42"}`,
 			want:    `{"customer_id":"hmac-sha256:4e8623293ec01de8cb0e16b2a78102c21d3787fb7022adc8456052dd8caa11a3"}`,
 		},
 		{
 			name:    "hash in arrays of objects, any spelling",
-			p:       watermillobs.PayloadTracing{HashFields: []string{"customerId"}},
+			p:       payloadtrace.Tracing{HashFields: []string{"customerId"}},
 			payload: `{"orders":[{"Customer_ID":"c-42"},{"id":2}]}`,
 			want:    `{"orders":[{"Customer_ID":"sha256:8fb7893be928286e8d0617fa09ec51245e34b241ab02c9ad75356bf303a45053"},{"id":2}]}`,
 		},
 		{
 			name:    "redaction wins over hashing",
-			p:       watermillobs.PayloadTracing{HashFields: []string{"customer_id"}, RedactFields: []string{"customer_id"}},
+			p:       payloadtrace.Tracing{HashFields: []string{"customer_id"}, RedactFields: []string{"customer_id"}},
 			payload: `{"customer_id":"c-42"}`,
 			want:    `{"customer_id":"[REDACTED]"}`,
 		},
 		{
 			name:    "allowlist keeps listed keys at any level with their path",
-			p:       watermillobs.PayloadTracing{IncludeFields: []string{"order_id", "SKU"}},
+			p:       payloadtrace.Tracing{IncludeFields: []string{"order_id", "SKU"}},
 			payload: `{"order_id":"o-1","note":"n","customer":{"name":"Ann","tier":{"level":3}},"items":[{"sku":"s-1","price":10},{"price":5},{"sku":"s-2"}],"tags":["a","b"]}`,
 			want:    `{"order_id":"o-1","items":[{"sku":"s-1"},{"sku":"s-2"}]}`,
 		},
 		{
 			name:    "a listed container keeps its subtree, sanitized",
-			p:       watermillobs.PayloadTracing{IncludeFields: []string{"customer"}},
+			p:       payloadtrace.Tracing{IncludeFields: []string{"customer"}},
 			payload: `{"customer":{"name":"Ann","email":"a@b.c","cards":[{"cvv":"123","last4":"1111"}]},"other":1}`,
 			want:    `{"customer":{"name":"Ann","email":"[REDACTED]","cards":[{"cvv":"[REDACTED]","last4":"1111"}]}}`,
 		},
 		{
 			name:    "listed sensitive keys stay redacted",
-			p:       watermillobs.PayloadTracing{IncludeFields: []string{"password", "order_id"}},
+			p:       payloadtrace.Tracing{IncludeFields: []string{"password", "order_id"}},
 			payload: `{"password":"hunter2","order_id":"o-1"}`,
 			want:    `{"password":"[REDACTED]","order_id":"o-1"}`,
 		},
 		{
 			name:    "unlisted hashed and redacted keys are dropped",
-			p:       watermillobs.PayloadTracing{IncludeFields: []string{"order_id"}, HashFields: []string{"customer_id"}},
+			p:       payloadtrace.Tracing{IncludeFields: []string{"order_id"}, HashFields: []string{"customer_id"}},
 			payload: `{"order_id":"o-1","customer_id":"c-42","token":"t"}`,
 			want:    `{"order_id":"o-1"}`,
 		},
 		{
 			name:    "listed hashed keys are hashed",
-			p:       watermillobs.PayloadTracing{IncludeFields: []string{"customer_id"}, HashFields: []string{"customer_id"}},
+			p:       payloadtrace.Tracing{IncludeFields: []string{"customer_id"}, HashFields: []string{"customer_id"}},
 			payload: `{"order_id":"o-1","nested":{"customer_id":"c-42"}}`,
 			want:    `{"nested":{"customer_id":"sha256:8fb7893be928286e8d0617fa09ec51245e34b241ab02c9ad75356bf303a45053"}}`,
 		},
 		{
 			name:    "nothing listed leaves an empty object",
-			p:       watermillobs.PayloadTracing{IncludeFields: []string{"x"}},
+			p:       payloadtrace.Tracing{IncludeFields: []string{"x"}},
 			payload: `{"a":{"b":[1,{"c":2}]},"d":null}`,
 			want:    `{}`,
 		},
 		{
 			name:    "nothing listed in a top-level array",
-			p:       watermillobs.PayloadTracing{IncludeFields: []string{"x"}},
+			p:       payloadtrace.Tracing{IncludeFields: []string{"x"}},
 			payload: `[{"a":1},2]`,
 			want:    `[]`,
 		},
 		{
 			name:    "a top-level scalar under an allowlist",
-			p:       watermillobs.PayloadTracing{IncludeFields: []string{"x"}},
+			p:       payloadtrace.Tracing{IncludeFields: []string{"x"}},
 			payload: `"my secret"`,
 			want:    `null`,
 		},
@@ -253,13 +253,13 @@ func TestPayloadTracing_sanitize(t *testing.T) {
 		},
 		{
 			name:    "deep nesting outside listed keys is dropped",
-			p:       watermillobs.PayloadTracing{IncludeFields: []string{"z"}},
+			p:       payloadtrace.Tracing{IncludeFields: []string{"z"}},
 			payload: deep,
 			want:    `{}`,
 		},
 		{
 			name:    "deep nesting under a listed key is marked",
-			p:       watermillobs.PayloadTracing{IncludeFields: []string{"a"}},
+			p:       payloadtrace.Tracing{IncludeFields: []string{"a"}},
 			payload: deep,
 			want:    deepWant,
 		},
@@ -297,7 +297,7 @@ func TestPayloadTracing_attributes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := payloadTrace(t, watermillobs.PayloadTracing{}, tt.payload)
+			s := payloadTrace(t, payloadtrace.Tracing{}, tt.payload)
 			attrs := payloadAttrs(s)
 			if v, ok := attrs["cqrs.payload_present"]; !ok || v.Type() != attribute.BOOL || v.AsBool() != tt.wantPresent {
 				t.Errorf("cqrs.payload_present = %v (set %v), want %v", v.String(), ok, tt.wantPresent)
@@ -317,9 +317,9 @@ func TestPayloadTracing_attributes(t *testing.T) {
 
 func TestPayloadTracing_truncation(t *testing.T) {
 	payload := []byte(`{"items":[{"name":"€uro ☃ snow","sku":"s-1"},{"name":"ünïcödé","sku":"s-2"}],"note":"` + strings.Repeat("ab€", 30) + `"}`)
-	full, _ := payloadEvent(t, payloadTrace(t, watermillobs.PayloadTracing{MaxPayloadChars: 1 << 20}, payload))
+	full, _ := payloadEvent(t, payloadTrace(t, payloadtrace.Tracing{MaxPayloadChars: 1 << 20}, payload))
 	for _, max := range []int{1, 2, 3, 4, 5, 10, 17, 18, 19, 20, 64, len(full) - 1} {
-		s := payloadTrace(t, watermillobs.PayloadTracing{MaxPayloadChars: max}, payload)
+		s := payloadTrace(t, payloadtrace.Tracing{MaxPayloadChars: max}, payload)
 		got, _ := payloadEvent(t, s)
 		if len(got) > max {
 			t.Errorf("max %d: payload is %d bytes: %q", max, len(got), got)
@@ -342,7 +342,7 @@ func TestPayloadTracing_truncation(t *testing.T) {
 	}
 
 	t.Run("output of exactly the cap is not truncated", func(t *testing.T) {
-		s := payloadTrace(t, watermillobs.PayloadTracing{MaxPayloadChars: len(full)}, payload)
+		s := payloadTrace(t, payloadtrace.Tracing{MaxPayloadChars: len(full)}, payload)
 		got, _ := payloadEvent(t, s)
 		if got != full {
 			t.Errorf("payload = %q, want %q", got, full)
@@ -365,14 +365,14 @@ func TestPayloadTracing_largePayloads(t *testing.T) {
 	list.WriteString(`]}`)
 	tests := []struct {
 		name    string
-		p       watermillobs.PayloadTracing
+		p       payloadtrace.Tracing
 		payload []byte
 		want    string // prefix
 	}{
 		{name: "many members", payload: list.Bytes(), want: `{"items":[{"sku":"s-1","qty":1,"password":"[REDACTED]"},`},
 		{name: "one long string", payload: []byte(`{"note":"` + strings.Repeat("é", 1<<19) + `"}`), want: `{"note":"éé`},
-		{name: "allowlist over many members", p: watermillobs.PayloadTracing{IncludeFields: []string{"qty"}}, payload: list.Bytes(), want: `{"items":[{"qty":1},{"qty":1},`},
-		{name: "hashed large value", p: watermillobs.PayloadTracing{HashFields: []string{"items"}}, payload: list.Bytes(), want: `{"items":"sha256:`},
+		{name: "allowlist over many members", p: payloadtrace.Tracing{IncludeFields: []string{"qty"}}, payload: list.Bytes(), want: `{"items":[{"qty":1},{"qty":1},`},
+		{name: "hashed large value", p: payloadtrace.Tracing{HashFields: []string{"items"}}, payload: list.Bytes(), want: `{"items":"sha256:`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -409,7 +409,7 @@ func TestPayloadTracing_nonJSON(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := payloadTrace(t, watermillobs.PayloadTracing{}, []byte(tt.payload))
+			s := payloadTrace(t, payloadtrace.Tracing{}, []byte(tt.payload))
 			got, ok := payloadEvent(t, s)
 			if !ok || got != "[non-JSON payload omitted]" {
 				t.Errorf("payload event = %q (present %v), want the omission marker", got, ok)
@@ -447,7 +447,7 @@ func TestAllocs_payload_tracing_without_recording_span(t *testing.T) {
 			msg := message.NewMessage("msg-1", payload)
 			msg.SetContext(tt.ctx)
 			calls := 0
-			h := watermillobs.PayloadTracing{}.Middleware(func(m *message.Message) ([]*message.Message, error) {
+			h := payloadtrace.Tracing{}.Middleware(func(m *message.Message) ([]*message.Message, error) {
 				calls++
 				return nil, nil
 			})
@@ -488,7 +488,7 @@ func TestPayloadTracing_handlerResults(t *testing.T) {
 			ctx, span := tp.Tracer("test").Start(context.Background(), "process")
 			msg := message.NewMessage("msg-1", []byte(tt.payload))
 			msg.SetContext(ctx)
-			out, err := watermillobs.PayloadTracing{}.Middleware(func(m *message.Message) ([]*message.Message, error) {
+			out, err := payloadtrace.Tracing{}.Middleware(func(m *message.Message) ([]*message.Message, error) {
 				if m != msg {
 					t.Error("handler got another message")
 				}
@@ -518,7 +518,7 @@ func TestPayloadTracing_handlerPanic(t *testing.T) {
 				t.Errorf("recovered %v, want the handler's panic value", r)
 			}
 		}()
-		_, _ = watermillobs.PayloadTracing{}.Middleware(func(*message.Message) ([]*message.Message, error) {
+		_, _ = payloadtrace.Tracing{}.Middleware(func(*message.Message) ([]*message.Message, error) {
 			panic(boom)
 		})(msg)
 	}()
@@ -542,7 +542,7 @@ func TestPayloadTracing_ownPanicRecovered(t *testing.T) {
 	msg := message.NewMessage("msg-1", []byte(`{"a":1}`))
 	msg.SetContext(trace.ContextWithSpan(ctx, payloadPanickingSpan{span}))
 	var logs bytes.Buffer
-	p := watermillobs.PayloadTracing{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}
+	p := payloadtrace.Tracing{Logger: slog.New(slog.NewJSONHandler(&logs, nil))}
 	wantErr := errors.New("handler error")
 	_, err := p.Middleware(func(*message.Message) ([]*message.Message, error) { return nil, wantErr })(msg)
 	if err != wantErr {
@@ -566,9 +566,9 @@ func BenchmarkPayloadTracing(b *testing.B) {
 		h       message.HandlerFunc
 	}{
 		{name: "without middleware", sampler: sdktrace.AlwaysSample(), h: next},
-		{name: "span not recording", sampler: sdktrace.NeverSample(), h: watermillobs.PayloadTracing{}.Middleware(next)},
-		{name: "redaction", sampler: sdktrace.AlwaysSample(), h: watermillobs.PayloadTracing{}.Middleware(next)},
-		{name: "allowlist and hash", sampler: sdktrace.AlwaysSample(), h: watermillobs.PayloadTracing{
+		{name: "span not recording", sampler: sdktrace.NeverSample(), h: payloadtrace.Tracing{}.Middleware(next)},
+		{name: "redaction", sampler: sdktrace.AlwaysSample(), h: payloadtrace.Tracing{}.Middleware(next)},
+		{name: "allowlist and hash", sampler: sdktrace.AlwaysSample(), h: payloadtrace.Tracing{
 			IncludeFields: []string{"order_id", "sku", "customer_id"}, HashFields: []string{"customer_id"},
 		}.Middleware(next)},
 	} {
