@@ -14,7 +14,7 @@ import (
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 )
 
-func TestInjectMetadata(t *testing.T) {
+func TestPropagation_Inject(t *testing.T) {
 	_, tp, _ := newTracing(t)
 	ctx, span := startSpan(tp, "parent")
 	defer span.End()
@@ -96,7 +96,7 @@ func TestInjectMetadata(t *testing.T) {
 	})
 }
 
-func TestExtractContext(t *testing.T) {
+func TestPropagation_Extract(t *testing.T) {
 	tests := []struct {
 		name       string
 		md         message.Metadata
