@@ -124,10 +124,7 @@ func (p *Publisher) startSend(m *message.Message, topic string) trace.Span {
 	dest, temporary := contract.Destination(p.template, topic, m)
 	attrs := make([]attribute.KeyValue, 0, 9)
 	attrs = append(attrs, systemAttr(p.system, message.PublisherNameFromCtx(m.Context()))...)
-	attrs = append(attrs, destinationAttrs(dest, temporary)...)
-	if temporary {
-		attrs = append(attrs, semconv.MessagingDestinationName(bound.String(topic, bound.Attribute)))
-	}
+	attrs = appendDestination(attrs, topic, dest, temporary)
 	attrs = append(attrs,
 		semconv.MessagingOperationName("send"),
 		semconv.MessagingOperationTypeSend,

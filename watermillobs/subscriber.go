@@ -160,10 +160,7 @@ func (s *Subscriber) received(msg *message.Message, topic string) {
 	spanCtx, span := spans.Start(ctx, s.tracer, s.onPanic, s.names.Get(dest), s.kind...)
 	if span.IsRecording() {
 		attrs := append([]attribute.KeyValue(nil), systemAttr(s.system, message.SubscriberNameFromCtx(msg.Context()))...)
-		attrs = append(attrs, destinationAttrs(dest, temporary)...)
-		if temporary {
-			attrs = append(attrs, semconv.MessagingDestinationName(bound.String(topic, bound.Attribute)))
-		}
+		attrs = appendDestination(attrs, topic, dest, temporary)
 		attrs = append(attrs,
 			semconv.MessagingOperationName("receive"),
 			semconv.MessagingOperationTypeReceive,
