@@ -35,7 +35,11 @@ test:
 	bash scripts/test-services.sh
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) ./...
-	$(GO) test -count=1 -run '$(ALLOC_TESTS)' $(GOTESTFLAGS) ./...
+	@out="$$($(GO) test -count=1 -v -run '$(ALLOC_TESTS)' $(GOTESTFLAGS) ./... 2>&1)"; status=$$?; \
+	printf '%s\n' "$$out" | grep -E '^(--- |ok|FAIL)' ; \
+	if [ $$status -ne 0 ]; then exit $$status; fi; \
+	if printf '%s\n' "$$out" | grep -q -- '--- SKIP'; then echo "an allocation pin was skipped" >&2; exit 1; fi; \
+	if ! printf '%s\n' "$$out" | grep -q -- '--- PASS: TestAllocs'; then echo "no allocation pin ran" >&2; exit 1; fi
 
 test-integration:
 	bash scripts/test-services.sh

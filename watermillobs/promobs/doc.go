@@ -6,8 +6,10 @@
 // It is a separate package so that programs which do not use Prometheus do
 // not link client_golang. A [Metrics] created with [New] is a
 // watermillobs.PublisherBackend: give it to watermillobs.Instrument with
-// watermillobs.WithBackends, or install [Metrics.HandlerMiddleware] and
-// [Metrics.PublisherDecorator] on a router yourself.
+// watermillobs.WithBackends, or install [Metrics.HandlerMiddleware] on a
+// router yourself, with [Metrics.PublisherDecorator] for the router's
+// publisher (AddPublisherDecorators); [Metrics.DecoratePublisher] wraps one
+// publisher directly, the same decorator for code outside a router.
 //
 // # Metrics
 //

@@ -402,6 +402,7 @@ func (m *Metrics) recoverPanic(ctx context.Context) {
 	if n&(n-1) != 0 {
 		return
 	}
+	defer func() { _ = recover() }() // a broken log handler must not fail the message either
 	m.logger.ErrorContext(ctx, "promobs: recovered panic while observing; the message was processed without metrics",
 		slog.String("panic", bound.String(fmt.Sprint(v), bound.Error)),
 		slog.Uint64("panics", n),
