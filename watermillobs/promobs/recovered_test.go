@@ -72,3 +72,26 @@ func mustCollector(t *testing.T, reg *prometheus.Registry, name string) promethe
 	t.Fatalf("%s not gathered", name)
 	return nil
 }
+
+type panicLog struct{ discard }
+
+func (panicLog) Handle(context.Context, slog.Record) error { panic("broken log handler") }
+
+// A bug in promobs reported through a log handler that panics too: the
+// message is still handled and the panic counted.
+func TestRecoveredPanics_broken_logger(t *testing.T) {
+	m, err := promobs.New(prometheus.NewRegistry(),
+		promobs.WithLogger(slog.New(panicLog{})),
+		promobs.WithObserveHook(func() { panic("bug in promobs") }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := watermillobs.RecoveredPanics()
+	h := m.HandlerMiddleware()(func(*message.Message) ([]*message.Message, error) { return nil, nil })
+	if _, err := h(message.NewMessage("m", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if watermillobs.RecoveredPanics() == before {
+		t.Error("the panic was not counted")
+	}
+}
