@@ -94,7 +94,6 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		return p.pub.Publish(topic, msgs...)
 	}
 	first := firstMessage(msgs)
-	dest, _ := contract.Destination(p.template, topic, first)
 	sendSpans := make([]trace.Span, len(msgs))
 	for i, m := range msgs {
 		if m == nil {
@@ -103,7 +102,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		sendSpans[i] = p.startSend(m, topic)
 	}
 
-	err := p.publish(topic, dest, msgs, first)
+	err := p.publish(topic, msgs, first)
 
 	for i, span := range sendSpans {
 		if span == nil {
@@ -144,7 +143,7 @@ func (p *Publisher) startSend(m *message.Message, topic string) trace.Span {
 // publish makes the one call of the wrapped publisher, inside the hook
 // operation when a hook observes the family. first is the first non-nil
 // message: its context (its send span) is the operation's.
-func (p *Publisher) publish(topic, dest string, msgs []*message.Message, first *message.Message) error {
+func (p *Publisher) publish(topic string, msgs []*message.Message, first *message.Message) error {
 	ctx := context.Background()
 	if first != nil {
 		ctx = first.Context()
@@ -153,6 +152,7 @@ func (p *Publisher) publish(topic, dest string, msgs []*message.Message, first *
 	if !reg.EnabledPrefix(publishOperationPrefix) {
 		return p.pub.Publish(topic, msgs...)
 	}
+	dest, _ := contract.Destination(p.template, topic, first)
 	name := publishOperationPrefix + dest
 	return contract.RunHooks(withCoverage(ctx, name), reg, name, publishAttrs(topic, msgs, first),
 		func(context.Context) error { return p.pub.Publish(topic, msgs...) },
