@@ -94,7 +94,7 @@ func (h *spanHook) Around(ctx context.Context, op hooks.Operation, next hooks.Ne
 		// span per message per hop.
 		return next(ctx)
 	}
-	ctx, span := spans.Start(ctx, h.tracer, h.onPanic, bound.String(op.Name, bound.Attribute), trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := h.start(ctx, op)
 	recording := span.IsRecording()
 	if recording {
 		span.SetAttributes(hookSpanAttrs(ctx, op)...)
@@ -122,6 +122,19 @@ func (h *spanHook) Around(ctx context.Context, op hooks.Operation, next hooks.Ne
 	span.SetAttributes(hookOutcomeError, hookErrorType(err))
 	span.SetStatus(codes.Error, bound.String(err.Error(), bound.Error))
 	return err
+}
+
+// start starts the span of op: a child of the span in ctx, or, when the
+// operation asked for it with contract.WithLink, a new root linked to the
+// saved span context.
+func (h *spanHook) start(ctx context.Context, op hooks.Operation) (context.Context, trace.Span) {
+	name := bound.String(op.Name, bound.Attribute)
+	if sc, ok := contract.Link(ctx); ok {
+		ctx = contract.WithoutLink(ctx)
+		return spans.Start(ctx, h.tracer, h.onPanic, name, trace.WithSpanKind(trace.SpanKindInternal),
+			trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: sc}))
+	}
+	return spans.Start(ctx, h.tracer, h.onPanic, name, trace.WithSpanKind(trace.SpanKindInternal))
 }
 
 // hookErrorType returns the error.type attribute for err.

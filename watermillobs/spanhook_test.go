@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 )
@@ -351,5 +352,59 @@ func TestSpanHook_panicThroughNext(t *testing.T) {
 	s := onlyHookSpan(t, sr)
 	if g := hookSpanAttrs(s)["error.type"].AsString(); g != "panic" || s.Status().Code != codes.Error {
 		t.Errorf("error.type = %q, status = %v; want panic, Error", g, s.Status().Code)
+	}
+}
+
+// An operation marked with contract.WithLink (a saga timeout step, say)
+// starts a new trace linked to the saved span; the operations nested in it
+// are its children, not new roots.
+func TestSpanHook_link(t *testing.T) {
+	sr, tp := newHookTracer(t)
+	reg := hookSpanRegistry(t, tp)
+
+	parentCtx, parent := tp.Tracer("test").Start(context.Background(), "current")
+	saved := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    trace.TraceID{1, 2, 3},
+		SpanID:     trace.SpanID{4, 5, 6},
+		TraceFlags: trace.FlagsSampled,
+		Remote:     true,
+	})
+	err := reg.Run(contract.WithLink(parentCtx, saved), "saga.run.OrderSaga", nil, func(ctx context.Context) error {
+		return reg.Run(ctx, "redis.lock.release.saga", nil, func(context.Context) error { return nil })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent.End()
+
+	byName := map[string]sdktrace.ReadOnlySpan{}
+	for _, s := range sr.Ended() {
+		byName[s.Name()] = s
+	}
+	step, inner := byName["saga.run.OrderSaga"], byName["redis.lock.release.saga"]
+	if step == nil || inner == nil {
+		t.Fatalf("spans %v", byName)
+	}
+	if step.SpanContext().TraceID() == parent.SpanContext().TraceID() || step.SpanContext().TraceID() == saved.TraceID() {
+		t.Errorf("linked step span is in trace %s, want a new trace", step.SpanContext().TraceID())
+	}
+	if step.Parent().IsValid() {
+		t.Errorf("linked step span has parent %s, want a root", step.Parent().SpanID())
+	}
+	if links := step.Links(); len(links) != 1 || links[0].SpanContext.SpanID() != saved.SpanID() || links[0].SpanContext.TraceID() != saved.TraceID() {
+		t.Errorf("links = %+v, want one to the saved span", links)
+	}
+	if inner.Parent().SpanID() != step.SpanContext().SpanID() || len(inner.Links()) != 0 {
+		t.Errorf("nested span parent %s links %d, want a child of the step without links", inner.Parent().SpanID(), len(inner.Links()))
+	}
+
+	// An invalid span context changes nothing: the span is a child.
+	sr2, tp2 := newHookTracer(t)
+	reg2 := hookSpanRegistry(t, tp2)
+	ctx2, p2 := tp2.Tracer("test").Start(context.Background(), "current")
+	_ = reg2.Run(contract.WithLink(ctx2, trace.SpanContext{}), "saga.run.OrderSaga", nil, func(context.Context) error { return nil })
+	p2.End()
+	if s := sr2.Ended()[0]; s.Parent().SpanID() != p2.SpanContext().SpanID() {
+		t.Errorf("invalid link: parent %s, want the current span", s.Parent().SpanID())
 	}
 }
