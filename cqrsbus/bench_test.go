@@ -116,9 +116,9 @@ func benchService(b *testing.B, mode string) (func(context.Context, any) error, 
 		wopts := []watermillobs.Option{
 			watermillobs.WithTracerProvider(tp), watermillobs.WithPropagators(propagator()),
 			watermillobs.WithLogger(slog.New(slog.NewJSONHandler(io.Discard, nil))),
-			watermillobs.WithRegistry(hooks.NewRegistry()),
+			watermillobs.WithHookRegistry(hooks.NewRegistry()),
 		}
-		if err := watermillobs.Instrument(router, append(wopts, watermillobs.WithBackends(m))...); err != nil {
+		if err := watermillobs.Instrument(router, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{m}}, wopts...); err != nil {
 			b.Fatal(err)
 		}
 		pub = watermillobs.NewPublisher(pubsub, wopts...)

@@ -9,7 +9,7 @@
 // It adds only what the CQRS layer needs on top of watermillobs, which it
 // reuses: the processors register ordinary router handlers, so
 // watermillobs.Instrument on their router already gives every CQRS handler
-// a consumer span, correlation, JSON logs and (with WithBackends) promobs
+// a consumer span, correlation, JSON logs and (with InstrumentConfig.Backends) promobs
 // metrics and sentryobs capture, all labelled with the message_kind this
 // package stamps. A publisher wrapped with watermillobs.NewPublisher gives
 // the buses send spans.
@@ -56,7 +56,7 @@
 //
 //	router, _ := message.NewRouter(message.RouterConfig{}, logger)
 //	metrics, _ := promobs.New(prometheus.DefaultRegisterer)
-//	_ = watermillobs.Instrument(router, watermillobs.WithBackends(metrics, sentryobs.New()))
+//	_ = watermillobs.Instrument(router, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{metrics, sentryobs.New()}})
 //	pub := watermillobs.NewPublisher(redisPublisher)
 //
 //	cqrsLayer, _ := cqrsbus.Wire(cqrsbus.WireConfig{

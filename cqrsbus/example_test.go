@@ -39,13 +39,13 @@ func Example() {
 	}))
 
 	// 1. The router: transport spans, correlation, logs (and, with
-	// WithBackends, Prometheus and Sentry) for every CQRS handler.
+	// InstrumentConfig.Backends, Prometheus and Sentry) for every CQRS handler.
 	router, err := message.NewRouter(message.RouterConfig{}, logger)
 	if err != nil {
 		panic(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if err := watermillobs.Instrument(router, watermillobs.WithLogger(quiet)); err != nil {
+	if err := watermillobs.Instrument(router, watermillobs.InstrumentConfig{}, watermillobs.WithLogger(quiet)); err != nil {
 		panic(err)
 	}
 	pub := watermillobs.NewPublisher(pubSub) // send spans and the metadata contract

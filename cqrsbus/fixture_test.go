@@ -82,7 +82,7 @@ func newService(t testing.TB, tr transport, o serviceOptions) *service {
 		watermillobs.WithTracerProvider(s.tp),
 		watermillobs.WithPropagators(propagator()),
 		watermillobs.WithLogger(s.logs.logger()),
-		watermillobs.WithRegistry(hooks.NewRegistry()),
+		watermillobs.WithHookRegistry(hooks.NewRegistry()),
 	}
 	s.obs = cqrsbus.New(cqrsbus.Config{
 		TracerProvider: s.tp, Propagator: propagator(), Registry: reg, Logger: s.logs.logger(),
@@ -90,7 +90,7 @@ func newService(t testing.TB, tr transport, o serviceOptions) *service {
 
 	s.router = testsvc.NewRouter(t)
 	s.router.AddMiddleware(o.outer...)
-	if err := watermillobs.Instrument(s.router, append(wopts, watermillobs.WithBackends(m))...); err != nil {
+	if err := watermillobs.Instrument(s.router, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{m}}, wopts...); err != nil {
 		t.Fatal(err)
 	}
 	pub := watermillobs.NewPublisher(tr.pub, wopts...)

@@ -72,7 +72,7 @@ type Wiring struct {
 // watermillobs.NewPublisher on the buses' publisher, that is the whole
 // wiring:
 //
-//	_ = watermillobs.Instrument(router, watermillobs.WithBackends(metrics))
+//	_ = watermillobs.Instrument(router, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{metrics}})
 //	pub := watermillobs.NewPublisher(redisPublisher)
 //	cqrsLayer, err := cqrsbus.Wire(cqrsbus.WireConfig{Publisher: pub, CommandBus: &cbc, EventBus: &ebc, CommandProcessor: &cpc, EventProcessor: &epc})
 //	commands, events := cqrsLayer.CommandBus(), cqrsLayer.EventBus()

@@ -31,7 +31,7 @@ type countingID struct{ _ byte }
 // took. The handler's error or panic and the retry's own behaviour and
 // hooks are unchanged.
 //
-// [Instrument] applies it to the middleware given with [WithRetry]; use it
+// [Instrument] applies it to InstrumentConfig.Retry; use it
 // directly when assembling the middleware chain by hand. A nil retry counts
 // the single attempt of a chain without retries.
 func CountAttempts(retry message.HandlerMiddleware) message.HandlerMiddleware {
@@ -70,7 +70,7 @@ func countAttempt(id *countingID, h message.HandlerFunc) message.HandlerFunc {
 }
 
 // Attempts returns how many times the retry wrapped by [CountAttempts] (or
-// given to [Instrument] with [WithRetry]) has called the handler for the
+// given to [Instrument] as InstrumentConfig.Retry) has called the handler for the
 // message whose context is ctx: 1 during and after the first attempt, 2
 // after the first retry, and so on. It returns 0 when attempts are not
 // counted. The count is per delivery: a message that the broker redelivers
@@ -84,36 +84,4 @@ func Attempts(ctx context.Context) int {
 		return int(c.n.Load())
 	}
 	return 0
-}
-
-// retryOption is the [Option] of [WithRetry]. It configures nothing through
-// apply: [Instrument] looks for it among its options, so the other
-// constructors that take an Option ignore it.
-type retryOption struct{ retry message.HandlerMiddleware }
-
-func (retryOption) apply(*config) {}
-
-// WithRetry makes [Instrument] install retry, such as
-// middleware.Retry{MaxRetries: 3}.Middleware, inside the backends
-// (sentryobs, promobs) and the process span, and outside [ConsumeHooks],
-// wrapped with [CountAttempts]. Sentry, the metrics, the logs and the span
-// then see one final outcome per delivery instead of one per attempt, and
-// sentryobs tags the event with the number of attempts.
-//
-// Only Instrument reads this option; Tracing, Logging, the publisher and
-// subscriber wrappers and the other constructors that take an Option ignore
-// it. A nil retry is ignored; if given more than once, the last one wins.
-func WithRetry(retry message.HandlerMiddleware) Option {
-	return retryOption{retry: retry}
-}
-
-// retryFrom returns the last non-nil retry given with [WithRetry].
-func retryFrom(opts []Option) message.HandlerMiddleware {
-	var retry message.HandlerMiddleware
-	for _, o := range opts {
-		if r, ok := o.(retryOption); ok && r.retry != nil {
-			retry = r.retry
-		}
-	}
-	return retry
 }

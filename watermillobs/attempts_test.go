@@ -175,20 +175,10 @@ func TestAttempts_not_counted(t *testing.T) {
 	}
 }
 
-func TestWithRetry_ignored_outside_Instrument(t *testing.T) {
-	var seen []int
-	mw := watermillobs.Logging(watermillobs.WithRetry(middleware.Retry{MaxRetries: 3}.Middleware))
-	_, _ = mw(failUntil(0, &seen))(message.NewMessage("m-1", nil))
-
-	if len(seen) != 1 {
-		t.Errorf("Logging with WithRetry ran the handler %d times, want 1", len(seen))
-	}
-}
-
-// TestInstrument_WithRetry checks the place of the retry: inside the
+// TestInstrument_Retry checks the place of the retry: inside the
 // process span and the backends, which see one outcome per delivery, and
 // outside the consume hooks, which run per attempt.
-func TestInstrument_WithRetry(t *testing.T) {
+func TestInstrument_Retry(t *testing.T) {
 	for _, retry := range []bool{true, false} {
 		t.Run(fmt.Sprint("retry ", retry), func(t *testing.T) {
 			rec, _, opts := newTracing(t)
@@ -215,13 +205,12 @@ func TestInstrument_WithRetry(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			opts = append(opts, watermillobs.WithRegistry(reg), watermillobs.WithBackends(backend))
+			opts = append(opts, watermillobs.WithHookRegistry(reg))
+			config := watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{backend}}
 			if retry {
-				opts = append(opts, watermillobs.WithRetry(middleware.Retry{MaxRetries: 2}.Middleware))
-			} else {
-				opts = append(opts, watermillobs.WithRetry(nil))
+				config.Retry = middleware.Retry{MaxRetries: 2}.Middleware
 			}
-			if err := watermillobs.Instrument(router, opts...); err != nil {
+			if err := watermillobs.Instrument(router, config, opts...); err != nil {
 				t.Fatal(err)
 			}
 			done := make(chan struct{})

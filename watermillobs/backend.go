@@ -6,7 +6,7 @@ import "github.com/ThreeDotsLabs/watermill/message"
 // (promobs, sentryobs) so that programs which do not use it do not link its
 // dependencies. [Instrument] installs its router middleware after the
 // tracing middleware, so the backend sees the message's span, and outside
-// the retry of [WithRetry], so it sees one final outcome per delivery and
+// the retry of InstrumentConfig.Retry, so it sees one final outcome per delivery and
 // can read [Attempts] once the handler has returned.
 type Backend interface {
 	HandlerMiddleware() message.HandlerMiddleware

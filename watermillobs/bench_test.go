@@ -213,22 +213,21 @@ var routerVariants = []struct {
 		r.AddMiddleware(propagatingSpan(benchTracerProvider(b), false))
 	}},
 	{"tracing", func(b *testing.B, r *message.Router) {
-		r.AddMiddleware(watermillobs.Tracing(watermillobs.WithTracerProvider(benchTracerProvider(b)), watermillobs.WithPropagators(w3c)))
+		r.AddMiddleware(watermillobs.Tracing(watermillobs.TracingConfig{}, watermillobs.WithTracerProvider(benchTracerProvider(b)), watermillobs.WithPropagators(w3c)))
 	}},
 	{"consume_hooks_unobserved", func(b *testing.B, r *message.Router) {
-		r.AddMiddleware(watermillobs.ConsumeHooks(watermillobs.WithRegistry(hooks.NewRegistry())))
+		r.AddMiddleware(watermillobs.ConsumeHooks(watermillobs.WithHookRegistry(hooks.NewRegistry())))
 	}},
 	{"full_set", func(b *testing.B, r *message.Router) {
 		m, err := promobs.New(prometheus.NewRegistry())
 		if err != nil {
 			b.Fatal(err)
 		}
-		err = watermillobs.Instrument(r,
+		err = watermillobs.Instrument(r, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{m}},
 			watermillobs.WithTracerProvider(benchTracerProvider(b)),
 			watermillobs.WithPropagators(w3c),
 			watermillobs.WithLogger(slog.New(slog.NewJSONHandler(io.Discard, nil))),
-			watermillobs.WithRegistry(hooks.NewRegistry()),
-			watermillobs.WithBackends(m),
+			watermillobs.WithHookRegistry(hooks.NewRegistry()),
 		)
 		if err != nil {
 			b.Fatal(err)

@@ -26,7 +26,7 @@ func decorate(t *testing.T, pub message.Publisher, sub message.Subscriber) (mess
 	t.Helper()
 	tp := sdktrace.NewTracerProvider()
 	reg := hooks.NewRegistry()
-	opts := []watermillobs.Option{watermillobs.WithTracerProvider(tp), watermillobs.WithRegistry(reg)}
+	opts := []watermillobs.Option{watermillobs.WithTracerProvider(tp), watermillobs.WithHookRegistry(reg)}
 	if _, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: reg, TracerProvider: tp}); err != nil {
 		t.Fatalf("cannot install framework hooks: %v", err)
 	}

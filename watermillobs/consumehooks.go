@@ -22,7 +22,7 @@ const consumeOpPrefix = "consumer.consume."
 // handler's name. Hooks registered for that family (tracing, metrics, audit,
 // rate limiting) thus see every consumed message.
 //
-// The registry is the one given with [WithRegistry], else the one carried by
+// The registry is the one given with [WithHookRegistry], else the one carried by
 // the message's context ([hooks.FromContext]), else [hooks.Default].
 // Other options are ignored, except [WithLogger] (see below).
 //

@@ -97,7 +97,7 @@ func TestConsumeHooks_operation(t *testing.T) {
 			reg := hooks.NewRegistry()
 			rec := &consumeRecorder{}
 			reg.MustRegister(rec, hooks.WithOperations("consumer.consume.*"))
-			h := watermillobs.ConsumeHooks(watermillobs.WithRegistry(reg))(consumeOK)
+			h := watermillobs.ConsumeHooks(watermillobs.WithHookRegistry(reg))(consumeOK)
 			if _, err := h(consumeMsg("m-1", tt.metadata)); err != nil {
 				t.Fatal(err)
 			}
@@ -140,7 +140,7 @@ func TestConsumeHooks_messageTypes(t *testing.T) {
 	reg := hooks.NewRegistry()
 	rec := &consumeRecorder{}
 	reg.MustRegister(rec, hooks.WithMessageTypes("OrderPlaced"))
-	h := watermillobs.ConsumeHooks(watermillobs.WithRegistry(reg))(consumeOK)
+	h := watermillobs.ConsumeHooks(watermillobs.WithHookRegistry(reg))(consumeOK)
 	for _, typ := range []string{"OrderShipped", "OrderPlaced", "OrderCancelled"} {
 		if _, err := h(consumeMsg("m-"+typ, map[string]string{"name": typ})); err != nil {
 			t.Fatal(err)
@@ -177,7 +177,7 @@ func TestConsumeHooks_results(t *testing.T) {
 			reg := hooks.NewRegistry()
 			rec := &consumeRecorder{}
 			reg.MustRegister(rec)
-			msgs, err := watermillobs.ConsumeHooks(watermillobs.WithRegistry(reg))(tt.handler)(consumeMsg("m-1", nil))
+			msgs, err := watermillobs.ConsumeHooks(watermillobs.WithHookRegistry(reg))(tt.handler)(consumeMsg("m-1", nil))
 			if err != tt.wantErr {
 				t.Errorf("error = %v, want %v unchanged", err, tt.wantErr)
 			}
@@ -201,7 +201,7 @@ func TestConsumeHooks_handlerSeesHookContext(t *testing.T) {
 
 	var gotValue any
 	var gotSpan trace.SpanContext
-	h := watermillobs.ConsumeHooks(watermillobs.WithRegistry(reg))(func(msg *message.Message) ([]*message.Message, error) {
+	h := watermillobs.ConsumeHooks(watermillobs.WithHookRegistry(reg))(func(msg *message.Message) ([]*message.Message, error) {
 		gotValue = msg.Context().Value(key{})
 		gotSpan = trace.SpanContextFromContext(msg.Context())
 		return nil, nil
@@ -225,7 +225,7 @@ func TestConsumeHooks_refusal(t *testing.T) {
 		return errLimited
 	}))
 	called := false
-	h := watermillobs.ConsumeHooks(watermillobs.WithRegistry(reg))(func(*message.Message) ([]*message.Message, error) {
+	h := watermillobs.ConsumeHooks(watermillobs.WithHookRegistry(reg))(func(*message.Message) ([]*message.Message, error) {
 		called = true
 		return nil, nil
 	})
@@ -244,7 +244,7 @@ func TestConsumeHooks_handlerPanic(t *testing.T) {
 	reg.MustRegister(rec)
 	type boom struct{ msg string }
 	want := &boom{"handler bug"}
-	h := watermillobs.ConsumeHooks(watermillobs.WithRegistry(reg))(func(*message.Message) ([]*message.Message, error) {
+	h := watermillobs.ConsumeHooks(watermillobs.WithHookRegistry(reg))(func(*message.Message) ([]*message.Message, error) {
 		panic(want)
 	})
 	got := func() (v any) {
@@ -281,7 +281,7 @@ func TestConsumeHooks_hookPanic(t *testing.T) {
 				panic("hook bug")
 			}), hooks.WithName("buggy"))
 			calls := 0
-			h := watermillobs.ConsumeHooks(watermillobs.WithRegistry(reg), watermillobs.WithLogger(logger))(
+			h := watermillobs.ConsumeHooks(watermillobs.WithHookRegistry(reg), watermillobs.WithLogger(logger))(
 				func(*message.Message) ([]*message.Message, error) {
 					calls++
 					return nil, errHandler
@@ -359,7 +359,7 @@ func TestConsumeHooks_router(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	router.AddMiddleware(watermillobs.ConsumeHooks(watermillobs.WithRegistry(reg)))
+	router.AddMiddleware(watermillobs.ConsumeHooks(watermillobs.WithHookRegistry(reg)))
 	handled := make(chan string, 2)
 	router.AddConsumerHandler("orders-handler", "orders", pubSub, func(msg *message.Message) error {
 		handled <- msg.UUID

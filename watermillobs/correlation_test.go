@@ -16,7 +16,7 @@ import (
 func TestCorrelation_stamps_produced_messages(t *testing.T) {
 	rec, _, opts := newTracing(t)
 	mw := func(h message.HandlerFunc) message.HandlerFunc {
-		return watermillobs.Correlation(opts...)(watermillobs.Tracing(opts...)(h))
+		return watermillobs.Correlation(opts...)(watermillobs.Tracing(watermillobs.TracingConfig{}, opts...)(h))
 	}
 	consumed := message.NewMessage("consumed-uuid", nil)
 	consumed.Metadata.Set(contract.CorrelationIDKey, "corr-42")

@@ -46,7 +46,7 @@ func TestPublisher_per_request_topics_stay_low_cardinality(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts = append(opts, watermillobs.WithRegistry(reg), watermillobs.WithTopicTemplate(shopTemplate))
+	opts = append(opts, watermillobs.WithHookRegistry(reg), watermillobs.WithTopicTemplate(shopTemplate))
 	pub := watermillobs.NewPublisher(metrics.DecoratePublisher(&fakePublisher{}), opts...)
 
 	const replies = 25000
@@ -115,7 +115,7 @@ func TestTracing_topic_template(t *testing.T) {
 	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 	t.Cleanup(func() { _ = gc.Close() })
 	r := testsvc.NewRouter(t)
-	if err := watermillobs.Instrument(r, append(opts, watermillobs.WithTopicTemplate(shopTemplate))...); err != nil {
+	if err := watermillobs.Instrument(r, watermillobs.InstrumentConfig{}, append(opts, watermillobs.WithTopicTemplate(shopTemplate))...); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{}, 1)

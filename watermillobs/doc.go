@@ -5,12 +5,12 @@
 //
 // The metadata contract itself (keys, stamping, reading) is package
 // contract; sanitized payload tracing is package payloadtrace, which
-// [Instrument] installs with [WithPayloadTracing].
+// [Instrument] installs when InstrumentConfig.PayloadTracing is set.
 //
 // It depends only on the OpenTelemetry API, Watermill and the standard
 // library. Prometheus metrics live in watermillobs/promobs and Sentry
 // capture in watermillobs/sentryobs, so a program that does not use them
-// does not link them; pass them to [Instrument] with [WithBackends].
+// does not link them; pass them to [Instrument] in InstrumentConfig.Backends.
 //
 // # Instrumenting a router
 //
@@ -18,9 +18,10 @@
 //
 //	router, _ := message.NewRouter(message.RouterConfig{}, logger)
 //	metrics, _ := promobs.New(prometheus.DefaultRegisterer)
-//	if err := watermillobs.Instrument(router,
-//		watermillobs.WithBackends(metrics, sentryobs.New()),
-//	); err != nil {
+//	err := watermillobs.Instrument(router, watermillobs.InstrumentConfig{
+//		Backends: []watermillobs.Backend{metrics, sentryobs.New()},
+//	})
+//	if err != nil {
 //		return err
 //	}
 //
@@ -30,6 +31,15 @@
 //	pub := watermillobs.NewPublisher(redisPublisher)
 //	msg.SetContext(ctx) // the request's context: its span and correlation ID
 //	err := pub.Publish("orders", msg)
+//
+// # Options and configs
+//
+// Settings shared by every constructor are [Option] values: give one slice
+// of them (tracer provider, propagator, logger, hook registry, messaging
+// system, topic template) to Instrument, NewPublisher and the rest. A
+// setting that belongs to one constructor is a field of its config struct
+// ([InstrumentConfig], [TracingConfig], [FrameworkHooksConfig]), so it
+// cannot be given where it would be ignored.
 //
 // # The metadata contract
 //
@@ -47,7 +57,7 @@
 // CONSUMER span as its child in the consuming process, with the messaging
 // semantic-convention attributes. Handlers see the span in msg.Context(),
 // and messages they return or publish with that context continue it.
-// [WithLinkOnly] and [WithLinkAfter] start a new trace with a span link
+// [TracingConfig] (LinkOnly, LinkAfter) starts a new trace with a span link
 // instead, for delayed or long-queued messages.
 //
 // One span per message per hop: a Publish call stays one call of the

@@ -37,11 +37,11 @@ func e2ePropagator() propagation.TextMapPropagator {
 
 // instrument installs the whole recommended set on r, with logs discarded
 // and a private (empty) hook registry.
-func instrument(r *message.Router, opts ...watermillobs.Option) error {
+func instrument(r *message.Router, config watermillobs.InstrumentConfig, opts ...watermillobs.Option) error {
 	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	return watermillobs.Instrument(r, append([]watermillobs.Option{
+	return watermillobs.Instrument(r, config, append([]watermillobs.Option{
 		watermillobs.WithLogger(quiet),
-		watermillobs.WithRegistry(hooks.NewRegistry()),
+		watermillobs.WithHookRegistry(hooks.NewRegistry()),
 	}, opts...)...)
 }
 

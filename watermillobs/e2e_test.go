@@ -86,11 +86,8 @@ func e2eRunConversation(t *testing.T, newTransport e2eTransportFactory, linkOnly
 		newProcess = newE2EProcessGlobal
 	}
 	procA := newProcess(t)
-	var bExtra []watermillobs.Option
-	if linkOnly {
-		bExtra = append(bExtra, watermillobs.WithLinkOnly())
-	}
-	procB := newProcess(t, bExtra...)
+	procB := newProcess(t)
+	procBConfig := watermillobs.InstrumentConfig{Tracing: watermillobs.TracingConfig{LinkOnly: linkOnly}}
 	topic1, topic2, topic3 := tr.topic("orders"), tr.topic("returned"), tr.topic("published")
 
 	pubA := watermillobs.NewPublisher(tr.pubA, procA.opts...)
@@ -98,7 +95,7 @@ func e2eRunConversation(t *testing.T, newTransport e2eTransportFactory, linkOnly
 
 	inbox := newE2EInbox()
 	r := testsvc.NewRouter(t)
-	if err := instrument(r, procB.opts...); err != nil {
+	if err := instrument(r, procBConfig, procB.opts...); err != nil {
 		t.Fatalf("cannot instrument router: %v", err)
 	}
 	r.AddHandler("handler1", topic1, tr.sub, topic2, tr.pubB, func(msg *message.Message) ([]*message.Message, error) {
@@ -294,7 +291,7 @@ func TestE2E_hostile_metadata(t *testing.T) {
 
 	inbox := newE2EInbox()
 	r := testsvc.NewRouter(t)
-	if err := instrument(r, procB.opts...); err != nil {
+	if err := instrument(r, watermillobs.InstrumentConfig{}, procB.opts...); err != nil {
 		t.Fatalf("cannot instrument router: %v", err)
 	}
 	r.AddConsumerHandler("hostile", topic, sub, func(msg *message.Message) error {
@@ -429,7 +426,7 @@ func TestE2E_nil_metadata_in_process(t *testing.T) {
 	t.Parallel()
 	proc := newE2EProcess(t)
 	ran := 0
-	handler := watermillobs.Correlation(proc.opts...)(watermillobs.Tracing(proc.opts...)(
+	handler := watermillobs.Correlation(proc.opts...)(watermillobs.Tracing(watermillobs.TracingConfig{}, proc.opts...)(
 		func(msg *message.Message) ([]*message.Message, error) {
 			ran++
 			return []*message.Message{message.NewMessage(watermill.NewUUID(), nil)}, nil

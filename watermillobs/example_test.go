@@ -35,7 +35,7 @@ func ExampleInstrument() {
 
 	pubSub := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 	router, _ := message.NewRouter(message.RouterConfig{}, watermill.NopLogger{})
-	if err := watermillobs.Instrument(router, opts...); err != nil {
+	if err := watermillobs.Instrument(router, watermillobs.InstrumentConfig{}, opts...); err != nil {
 		fmt.Println(err)
 		return
 	}

@@ -31,7 +31,7 @@ func TestHop_republished_consumed_message(t *testing.T) {
 			prefix := testsvc.Prefix(t)
 			in, next := prefix+"in", prefix+"next"
 			r := testsvc.NewRouter(t)
-			if err := instrument(r, p.opts...); err != nil {
+			if err := instrument(r, watermillobs.InstrumentConfig{}, p.opts...); err != nil {
 				t.Fatal(err)
 			}
 			pub := watermillobs.NewPublisher(pubsub, p.opts...)
@@ -103,7 +103,7 @@ func TestMessagingSystem_readme_quickstart(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := testsvc.NewRouter(t)
-			if err := instrument(r, append(p.opts, watermillobs.WithBackends(metrics))...); err != nil {
+			if err := instrument(r, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{metrics}}, p.opts...); err != nil {
 				t.Fatal(err)
 			}
 			in, out := tport.topic("in"), tport.topic("out")

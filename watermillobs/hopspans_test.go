@@ -44,7 +44,7 @@ func TestPublisher_batch_one_call_one_span_per_message(t *testing.T) {
 		return next(ctx)
 	}), hooks.WithOperations("publisher.publish.*"))
 	fake := &fakePublisher{}
-	pub := watermillobs.NewPublisher(fake, append(opts, watermillobs.WithRegistry(reg))...)
+	pub := watermillobs.NewPublisher(fake, append(opts, watermillobs.WithHookRegistry(reg))...)
 
 	msgs := []*message.Message{message.NewMessage("a", nil), message.NewMessage("b", nil), message.NewMessage("c", nil)}
 	if err := pub.Publish("orders", msgs...); err != nil {
@@ -96,7 +96,7 @@ func TestInstrument_one_span_per_consumed_message(t *testing.T) {
 				consumed.Add(1)
 				return next(ctx)
 			}), hooks.WithOperations("consumer.consume.*"))
-			opts = append(opts, watermillobs.WithRegistry(reg))
+			opts = append(opts, watermillobs.WithHookRegistry(reg))
 
 			var pub message.Publisher
 			var sub message.Subscriber
@@ -114,7 +114,7 @@ func TestInstrument_one_span_per_consumed_message(t *testing.T) {
 			const n = 13
 			done := make(chan struct{}, n)
 			r := testsvc.NewRouter(t)
-			if err := watermillobs.Instrument(r, opts...); err != nil {
+			if err := watermillobs.Instrument(r, watermillobs.InstrumentConfig{}, opts...); err != nil {
 				t.Fatal(err)
 			}
 			r.AddConsumerHandler("count", topic, sub, func(msg *message.Message) error {
@@ -184,7 +184,7 @@ func TestPublisher_hook_panic_publishes_once(t *testing.T) {
 				panic("hook bug")
 			}), hooks.WithOperations("publisher.publish.*"))
 			fake := &fakePublisher{}
-			pub := watermillobs.NewPublisher(fake, watermillobs.WithRegistry(reg))
+			pub := watermillobs.NewPublisher(fake, watermillobs.WithHookRegistry(reg))
 			before := panics.Count()
 			if err := pub.Publish("orders", message.NewMessage("a", nil), message.NewMessage("b", nil)); err != nil {
 				t.Fatalf("error = %v, want none: a hook's bug must not fail the publish", err)

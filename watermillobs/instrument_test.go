@@ -69,7 +69,7 @@ func (pp probePublisher) Publish(topic string, msgs ...*message.Message) error {
 }
 
 func TestInstrument_nil_router(t *testing.T) {
-	if err := watermillobs.Instrument(nil); !errors.Is(err, watermillobs.ErrNilRouter) {
+	if err := watermillobs.Instrument(nil, watermillobs.InstrumentConfig{}); !errors.Is(err, watermillobs.ErrNilRouter) {
 		t.Errorf("error = %v", err)
 	}
 }
@@ -94,11 +94,12 @@ func TestInstrument_recommended_set(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = watermillobs.Instrument(router, append(opts,
+	err = watermillobs.Instrument(router, watermillobs.InstrumentConfig{
+		Backends:       []watermillobs.Backend{probe, nil},
+		PayloadTracing: &payloadtrace.Tracing{IncludeFields: []string{"order_id"}},
+	}, append(opts,
 		watermillobs.WithLogger(logger),
-		watermillobs.WithRegistry(reg),
-		watermillobs.WithBackends(probe, nil),
-		watermillobs.WithPayloadTracing(payloadtrace.Tracing{IncludeFields: []string{"order_id"}}),
+		watermillobs.WithHookRegistry(reg),
 	)...)
 	if err != nil {
 		t.Fatal(err)

@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/cqrs-ddd/watermill-observability/contract"
-	"github.com/cqrs-ddd/watermill-observability/watermillobs/payloadtrace"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
@@ -26,19 +24,11 @@ type config struct {
 	Propagators propagation.TextMapPropagator
 	Logger      *slog.Logger
 	// Registry is nil when the registry should come from each message's
-	// context (hooks.FromContext).
+	// context (hooks.FromContext): no WithHookRegistry.
 	Registry *hooks.Registry
 
-	// Tracing.
-	LinkOnly        bool
-	LinkAfter       time.Duration
 	MessagingSystem string
-	ConsumerGroup   string
 	TopicTemplate   contract.TopicTemplateFunc
-
-	// Instrument.
-	Backends []Backend
-	Payload  *payloadtrace.Tracing
 }
 
 func newConfig(opts []Option) config {
@@ -80,7 +70,7 @@ func (c *config) logger() *slog.Logger {
 }
 
 // registryOr returns r, or the registry ctx carries when r is nil (no
-// WithRegistry option).
+// WithHookRegistry option).
 func registryOr(r *hooks.Registry, ctx context.Context) *hooks.Registry {
 	if r != nil {
 		return r
@@ -88,8 +78,16 @@ func registryOr(r *hooks.Registry, ctx context.Context) *hooks.Registry {
 	return hooks.FromContext(ctx)
 }
 
-// An Option configures the middlewares, decorators and hooks of this
-// package.
+// An Option is a setting shared by the constructors of this package:
+// [Instrument], [NewPublisher], [PublisherDecorator], [NewSubscriber],
+// [Tracing], [Correlation], [Logging], [ConsumeHooks] and [NewSpanHook].
+// Give one slice of them to every constructor of a service; each uses those
+// that concern what it does (Logging starts no spans, so it has no use for a
+// TracerProvider).
+//
+// A setting that belongs to one constructor is a field of its config struct
+// instead ([InstrumentConfig], [TracingConfig], [FrameworkHooksConfig]), so
+// that no constructor can be given a setting it would ignore.
 type Option interface{ apply(*config) }
 
 type optionFunc func(*config)
@@ -133,31 +131,16 @@ func WithLogger(l *slog.Logger) Option {
 	})
 }
 
-// WithRegistry sets the hook registry that operations are run through. A nil
-// registry is ignored. If not set, the registry carried by the message's
-// context is used, else hooks.Default.
-func WithRegistry(r *hooks.Registry) Option {
+// WithHookRegistry sets the hook registry that the publish and consume
+// operations are run through. A nil registry is ignored. If not set, the
+// registry carried by the message's context (hooks.WithRegistry) is used,
+// else hooks.Default.
+func WithHookRegistry(r *hooks.Registry) Option {
 	return optionFunc(func(c *config) {
 		if r != nil {
 			c.Registry = r
 		}
 	})
-}
-
-// WithLinkOnly makes consumer spans start a new trace that links to the
-// producer's span instead of continuing the producer's trace as a child.
-// If not set, consumer spans are children of the producer's span.
-func WithLinkOnly() Option {
-	return optionFunc(func(c *config) { c.LinkOnly = true })
-}
-
-// WithLinkAfter makes consumer spans of messages published more than age ago
-// (per their published_at metadata) start a new trace with a link to the
-// producer, so that delayed, outbox-forwarded or long-queued messages do not
-// stretch the producer's trace over hours. Zero or negative disables it,
-// which is the default.
-func WithLinkAfter(age time.Duration) Option {
-	return optionFunc(func(c *config) { c.LinkAfter = age })
 }
 
 // WithMessagingSystem sets the messaging.system span attribute, e.g. "redis"
@@ -168,30 +151,6 @@ func WithLinkAfter(age time.Duration) Option {
 // attribute is omitted.
 func WithMessagingSystem(system string) Option {
 	return optionFunc(func(c *config) { c.MessagingSystem = system })
-}
-
-// WithConsumerGroup sets the messaging.consumer.group.name span attribute of
-// consumer spans. If not set, the attribute is omitted.
-func WithConsumerGroup(group string) Option {
-	return optionFunc(func(c *config) { c.ConsumerGroup = group })
-}
-
-// WithBackends adds observability backends from other packages, such as
-// promobs and sentryobs, to [Instrument]. Nil backends are ignored.
-func WithBackends(backends ...Backend) Option {
-	return optionFunc(func(c *config) {
-		for _, b := range backends {
-			if b != nil {
-				c.Backends = append(c.Backends, b)
-			}
-		}
-	})
-}
-
-// WithPayloadTracing makes [Instrument] install the payload tracing
-// middleware with p. If not set, payloads are not traced.
-func WithPayloadTracing(p payloadtrace.Tracing) Option {
-	return optionFunc(func(c *config) { c.Payload = &p })
 }
 
 // WithTopicTemplate sets the function that maps per-request topics to a

@@ -38,7 +38,7 @@ func propagatorChain(t *testing.T, setGlobal func(), opts ...watermillobs.Option
 	prefix := testsvc.Prefix(t)
 	in, out := prefix+"in", prefix+"out"
 	r := testsvc.NewRouter(t)
-	if err := instrument(r, opts...); err != nil {
+	if err := instrument(r, watermillobs.InstrumentConfig{}, opts...); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{}, 1)

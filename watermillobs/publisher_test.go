@@ -36,7 +36,7 @@ func (f *fakePublisher) Close() error { return nil }
 func TestPublisher_spans_and_metadata(t *testing.T) {
 	rec, tp, opts := newTracing(t)
 	fake := &fakePublisher{}
-	pub := watermillobs.NewPublisher(fake, append(opts, watermillobs.WithRegistry(hooks.NewRegistry()))...)
+	pub := watermillobs.NewPublisher(fake, append(opts, watermillobs.WithHookRegistry(hooks.NewRegistry()))...)
 
 	parentCtx, parent := startSpan(tp, "http request")
 	parentCtx = hooks.WithCorrelationID(parentCtx, "corr-9")
@@ -91,7 +91,7 @@ func TestPublisher_spans_and_metadata(t *testing.T) {
 func TestPublisher_error_marks_spans(t *testing.T) {
 	rec, _, opts := newTracing(t)
 	errBroker := errors.New("broker down")
-	pub := watermillobs.NewPublisher(&fakePublisher{err: errBroker}, append(opts, watermillobs.WithRegistry(hooks.NewRegistry()))...)
+	pub := watermillobs.NewPublisher(&fakePublisher{err: errBroker}, append(opts, watermillobs.WithHookRegistry(hooks.NewRegistry()))...)
 	if err := pub.Publish("orders", message.NewMessage("m", nil)); !errors.Is(err, errBroker) {
 		t.Fatalf("error = %v", err)
 	}
@@ -119,7 +119,7 @@ func TestPublisher_one_operation_per_call(t *testing.T) {
 		return next(ctx)
 	}), hooks.WithOperations("publisher.publish.*"))
 	fake := &fakePublisher{}
-	pub := watermillobs.NewPublisher(fake, append(opts, watermillobs.WithRegistry(reg))...)
+	pub := watermillobs.NewPublisher(fake, append(opts, watermillobs.WithHookRegistry(reg))...)
 
 	batch := func() []*message.Message {
 		ctx := hooks.WithCorrelationID(context.Background(), "c")
@@ -177,7 +177,7 @@ func TestPublisher_message_type_filter(t *testing.T) {
 		n++
 		return next(ctx)
 	}), hooks.WithMessageTypes("OrderPlaced"))
-	pub := watermillobs.NewPublisher(&fakePublisher{}, watermillobs.WithRegistry(reg))
+	pub := watermillobs.NewPublisher(&fakePublisher{}, watermillobs.WithHookRegistry(reg))
 	typed := func(uuid, typ string) *message.Message {
 		m := message.NewMessage(uuid, nil)
 		m.Metadata.Set(contract.NameKey, typ)

@@ -53,7 +53,7 @@ func TestInstrument_handler_panic_keeps_its_stack(t *testing.T) {
 			return out, nil // ack: one delivery is enough
 		}
 	}, middleware.Recoverer)
-	if err := watermillobs.Instrument(r, append(opts, watermillobs.WithRegistry(reg))...); err != nil {
+	if err := watermillobs.Instrument(r, watermillobs.InstrumentConfig{}, append(opts, watermillobs.WithHookRegistry(reg))...); err != nil {
 		t.Fatal(err)
 	}
 	r.AddHandler("orders", "orders", gc, "out", gc, panickingOrderHandler)

@@ -59,7 +59,7 @@ func TestBrokenTracingPipeline(t *testing.T) {
 			}
 
 			calls := 0
-			produced, err := watermillobs.Tracing(opts...)(func(*message.Message) ([]*message.Message, error) {
+			produced, err := watermillobs.Tracing(watermillobs.TracingConfig{}, opts...)(func(*message.Message) ([]*message.Message, error) {
 				calls++
 				return []*message.Message{message.NewMessage("out", nil)}, errHandler
 			})(message.NewMessage("in", nil))
@@ -68,7 +68,7 @@ func TestBrokenTracingPipeline(t *testing.T) {
 			}
 
 			fake := &fakePublisher{}
-			pub := watermillobs.NewPublisher(fake, append(opts, watermillobs.WithRegistry(hooks.NewRegistry()))...)
+			pub := watermillobs.NewPublisher(fake, append(opts, watermillobs.WithHookRegistry(hooks.NewRegistry()))...)
 			if err := pub.Publish("orders", message.NewMessage("p", nil)); err != nil || len(fake.calls) != 1 {
 				t.Errorf("publish: %v, %d calls", err, len(fake.calls))
 			}

@@ -30,7 +30,7 @@ func TestSubscriber_delivers_with_context(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	pub := watermillobs.NewPublisher(pubSub, append(opts, watermillobs.WithRegistry(hooks.NewRegistry()))...)
+	pub := watermillobs.NewPublisher(pubSub, append(opts, watermillobs.WithHookRegistry(hooks.NewRegistry()))...)
 	sent := message.NewMessage("reply-1", []byte("{}"))
 	sent.SetContext(hooks.WithCorrelationID(context.Background(), "corr-5"))
 	hostile := message.NewMessage("reply-2", nil)

@@ -23,26 +23,42 @@ import (
 // Semantic conventions have no attribute for it.
 const HandlerNameKey = attribute.Key("watermill.handler.name")
 
+// TracingConfig holds the settings of the consumer spans that only
+// [Tracing] (and [Instrument], through [InstrumentConfig]) makes. The zero
+// value continues the producer's trace and names no consumer group.
+type TracingConfig struct {
+	// LinkOnly makes every consumer span the root of a new trace that links
+	// to the producer's span, instead of a child of it.
+	LinkOnly bool
+	// LinkAfter does the same only for messages published more than
+	// LinkAfter ago (per their published_at metadata), so that delayed,
+	// outbox-forwarded or long-queued messages do not stretch the
+	// producer's trace over hours. Zero or negative disables it.
+	LinkAfter time.Duration
+	// ConsumerGroup is the messaging.consumer.group.name attribute of the
+	// spans; empty omits it.
+	ConsumerGroup string
+}
+
 // Tracing returns a router middleware that wraps each handled message in a
 // "process {topic}" span of kind CONSUMER, following the OpenTelemetry
 // messaging semantic conventions.
 //
 // The span continues the producer's trace (the trace context in the
-// message metadata) as a child. [WithLinkOnly] starts a new trace that links
-// to the producer instead, and [WithLinkAfter] does so only for messages
-// published longer ago than a given age. The span's context becomes the
-// message context, so the handler's work and the messages it publishes
-// continue the span. A handler error sets the span status to Error with an
-// error.type attribute; a panic does too and is re-raised unchanged.
-func Tracing(opts ...Option) message.HandlerMiddleware {
+// message metadata) as a child, unless config asks for a link (see
+// [TracingConfig]). The span's context becomes the message context, so the
+// handler's work and the messages it publishes continue the span. A handler
+// error sets the span status to Error with an error.type attribute; a panic
+// does too and is re-raised unchanged.
+func Tracing(config TracingConfig, opts ...Option) message.HandlerMiddleware {
 	c := newConfig(opts)
 	t := &consumerTracer{
 		tracer:    c.tracer(),
 		prop:      c.propagation(),
-		linkOnly:  c.LinkOnly,
-		linkAfter: c.LinkAfter,
+		linkOnly:  config.LinkOnly,
+		linkAfter: config.LinkAfter,
 		system:    c.MessagingSystem,
-		group:     c.ConsumerGroup,
+		group:     config.ConsumerGroup,
 		template:  c.TopicTemplate,
 		now:       time.Now,
 		onPanic:   pipelinePanics(c.Logger),

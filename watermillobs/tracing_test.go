@@ -33,7 +33,7 @@ func TestTracing_child_of_producer(t *testing.T) {
 	msg.SetContext(context.Background()) // as after crossing a broker
 
 	var handlerSpan trace.SpanContext
-	_, err := handle(t, watermillobs.Tracing(opts...), msg, func(m *message.Message) ([]*message.Message, error) {
+	_, err := handle(t, watermillobs.Tracing(watermillobs.TracingConfig{}, opts...), msg, func(m *message.Message) ([]*message.Message, error) {
 		handlerSpan = trace.SpanContextFromContext(m.Context())
 		return nil, nil
 	})
@@ -64,14 +64,14 @@ func TestTracing_child_of_producer(t *testing.T) {
 func TestTracing_links(t *testing.T) {
 	tests := []struct {
 		name      string
-		opts      []watermillobs.Option
+		config    watermillobs.TracingConfig
 		age       time.Duration
 		wantChild bool
 	}{
-		{"child by default", nil, time.Hour, true},
-		{"link only", []watermillobs.Option{watermillobs.WithLinkOnly()}, 0, false},
-		{"link after age, young message", []watermillobs.Option{watermillobs.WithLinkAfter(time.Minute)}, time.Second, true},
-		{"link after age, old message", []watermillobs.Option{watermillobs.WithLinkAfter(time.Minute)}, time.Hour, false},
+		{"child by default", watermillobs.TracingConfig{}, time.Hour, true},
+		{"link only", watermillobs.TracingConfig{LinkOnly: true}, 0, false},
+		{"link after age, young message", watermillobs.TracingConfig{LinkAfter: time.Minute}, time.Second, true},
+		{"link after age, old message", watermillobs.TracingConfig{LinkAfter: time.Minute}, time.Hour, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,7 +83,7 @@ func TestTracing_links(t *testing.T) {
 			producer.End()
 			msg.SetContext(context.Background())
 
-			_, _ = handle(t, watermillobs.Tracing(append(opts, tt.opts...)...), msg, func(*message.Message) ([]*message.Message, error) { return nil, nil })
+			_, _ = handle(t, watermillobs.Tracing(tt.config, opts...), msg, func(*message.Message) ([]*message.Message, error) { return nil, nil })
 			s := spanByName(t, rec, "process")
 			isChild := s.Parent().SpanID() == producer.SpanContext().SpanID()
 			if isChild != tt.wantChild {
@@ -109,7 +109,7 @@ func TestTracing_error_and_panic(t *testing.T) {
 	t.Run("error", func(t *testing.T) {
 		rec, _, opts := newTracing(t)
 		wantErr := codedError{}
-		_, err := handle(t, watermillobs.Tracing(opts...), message.NewMessage("m", nil), func(*message.Message) ([]*message.Message, error) {
+		_, err := handle(t, watermillobs.Tracing(watermillobs.TracingConfig{}, opts...), message.NewMessage("m", nil), func(*message.Message) ([]*message.Message, error) {
 			return nil, wantErr
 		})
 		if !errors.Is(err, wantErr) {
@@ -137,7 +137,7 @@ func TestTracing_error_and_panic(t *testing.T) {
 				t.Errorf("error.type = %q", v.AsString())
 			}
 		}()
-		_, _ = handle(t, watermillobs.Tracing(opts...), message.NewMessage("m", nil), func(*message.Message) ([]*message.Message, error) {
+		_, _ = handle(t, watermillobs.Tracing(watermillobs.TracingConfig{}, opts...), message.NewMessage("m", nil), func(*message.Message) ([]*message.Message, error) {
 			panic("handler exploded")
 		})
 		t.Error("panic swallowed")
@@ -153,7 +153,7 @@ func TestTracing_router_attributes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	router.AddMiddleware(watermillobs.Tracing(append(opts, watermillobs.WithConsumerGroup("billing"))...))
+	router.AddMiddleware(watermillobs.Tracing(watermillobs.TracingConfig{ConsumerGroup: "billing"}, opts...))
 	done := make(chan struct{})
 	router.AddConsumerHandler("bill_order", "orders", pubSub, func(*message.Message) error {
 		close(done)

@@ -117,7 +117,7 @@ func run() error {
 	}
 
 	// The observability of the CQRS layer: four lines of this module.
-	if err := watermillobs.Instrument(router, append(opts, watermillobs.WithBackends(metrics))...); err != nil {
+	if err := watermillobs.Instrument(router, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{metrics}}, opts...); err != nil {
 		return err
 	}
 	pub := watermillobs.NewPublisher(pubSub, opts...)

@@ -90,13 +90,13 @@ func instrumentRouter(logger watermill.LoggerAdapter) error {
 	if err != nil {
 		return err
 	}
-	err = watermillobs.Instrument(router,
-		watermillobs.WithBackends(metrics, sentryobs.New()),
+	err = watermillobs.Instrument(router, watermillobs.InstrumentConfig{
+		Backends: []watermillobs.Backend{metrics, sentryobs.New()},
 		// optional: sanitized payloads as span events
-		watermillobs.WithPayloadTracing(payloadtrace.Tracing{
+		PayloadTracing: &payloadtrace.Tracing{
 			IncludeFields: []string{"order_id", "tenant_id"},
-		}),
-	)
+		},
+	})
 	// readme:end
 	return err
 }
@@ -122,7 +122,7 @@ func middlewaresAlone(router *message.Router, metrics *promobs.Metrics) {
 	// readme:begin router-pieces
 	router.AddMiddleware( // any of these, in this order
 		watermillobs.Correlation(),
-		watermillobs.Tracing(),
+		watermillobs.Tracing(watermillobs.TracingConfig{}),
 		payloadtrace.Tracing{IncludeFields: []string{"order_id"}}.Middleware,
 		watermillobs.Logging(),
 		metrics.HandlerMiddleware(), // metrics from promobs.New
@@ -171,7 +171,7 @@ func instrumentCQRS(
 	metrics, _ := promobs.New(prometheus.DefaultRegisterer)
 
 	// Four lines wire the CQRS layer, on top of Watermill's own configurations.
-	_ = watermillobs.Instrument(router, watermillobs.WithBackends(metrics, sentryobs.New()))
+	_ = watermillobs.Instrument(router, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{metrics, sentryobs.New()}})
 	pub := watermillobs.NewPublisher(redisPublisher)
 	cqrsLayer, err := cqrsbus.Wire(cqrsbus.WireConfig{
 		Publisher:           pub,
@@ -210,10 +210,10 @@ func retriesAndPoison(router *message.Router, pub message.Publisher) error {
 		return err
 	}
 	router.AddMiddleware(poison)
-	err = watermillobs.Instrument(router,
-		watermillobs.WithBackends(sentryobs.New()),
-		watermillobs.WithRetry(middleware.Retry{MaxRetries: 3}.Middleware),
-	)
+	err = watermillobs.Instrument(router, watermillobs.InstrumentConfig{
+		Backends: []watermillobs.Backend{sentryobs.New()},
+		Retry:    middleware.Retry{MaxRetries: 3}.Middleware,
+	})
 	// readme:end
 	return err
 }

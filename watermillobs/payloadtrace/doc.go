@@ -5,5 +5,5 @@
 // hashed (a keyed HMAC when a key is given) at every depth, and the result
 // is cut to a size limit. It is off unless a [Tracing] is installed, either
 // with its Middleware on a router or through watermillobs.Instrument with
-// watermillobs.WithPayloadTracing.
+// watermillobs.InstrumentConfig.PayloadTracing.
 package payloadtrace

@@ -56,10 +56,11 @@ const (
 // Tracing is a router middleware that records a sanitized copy of
 // each message's JSON payload on the message's current span, so that a trace
 // shows what a handler was asked to do without exposing secrets or personal
-// data. [Instrument] installs it when given [WithPayloadTracing]; by hand, add
-// its Middleware to the router after a middleware that starts a span (such
-// as [Tracing]): it never starts a span of its own, and it does nothing when
-// the message's context has no recording span.
+// data. watermillobs.Instrument installs it when
+// InstrumentConfig.PayloadTracing is set; by hand, add its Middleware to the
+// router after a middleware that starts a span (such as watermillobs.Tracing):
+// it never starts a span of its own, and it does nothing when the message's
+// context has no recording span.
 //
 // On the span it sets the attributes cqrs.payload_present (the payload is not
 // empty), cqrs.payload_size (its size in bytes) and cqrs.payload_truncated,

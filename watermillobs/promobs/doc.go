@@ -6,7 +6,7 @@
 // It is a separate package so that programs which do not use Prometheus do
 // not link client_golang. A [Metrics] created with [New] is a
 // watermillobs.PublisherBackend: give it to watermillobs.Instrument with
-// watermillobs.WithBackends, or install [Metrics.HandlerMiddleware] on a
+// watermillobs.InstrumentConfig.Backends, or install [Metrics.HandlerMiddleware] on a
 // router yourself, with [Metrics.PublisherDecorator] for the router's
 // publisher (AddPublisherDecorators); [Metrics.DecoratePublisher] wraps one
 // publisher directly, the same decorator for code outside a router.
@@ -146,7 +146,7 @@
 //		}
 //		// Tracing, correlation and logging from watermillobs; metrics from
 //		// promobs, inside the tracing middleware for exemplars.
-//		if err := watermillobs.Instrument(router, watermillobs.WithBackends(metrics)); err != nil {
+//		if err := watermillobs.Instrument(router, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{metrics}}); err != nil {
 //			log.Fatal(err)
 //		}
 //		router.AddConsumerHandler("order_projector", "orders", sub, func(msg *message.Message) error {

@@ -16,7 +16,7 @@ import (
 
 // A router whose handlers and publishers are measured. With the rest of
 // watermillobs, pass the Metrics to watermillobs.Instrument through
-// watermillobs.WithBackends instead of adding its middleware and decorator
+// watermillobs.InstrumentConfig.Backends instead of adding its middleware and decorator
 // by hand; that also gives the observations trace-ID exemplars.
 func Example() {
 	reg := prometheus.NewRegistry()

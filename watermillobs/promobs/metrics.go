@@ -31,7 +31,7 @@ var _ watermillobs.PublisherBackend = (*Metrics)(nil)
 
 // Metrics records Prometheus metrics for the messages handled by Watermill
 // handlers and sent through Watermill publishers. Create it with [New] and
-// install it with watermillobs.Instrument (WithBackends), or use
+// install it with watermillobs.Instrument (InstrumentConfig.Backends), or use
 // [Metrics.HandlerMiddleware] and [Metrics.DecoratePublisher] directly.
 //
 // A Metrics is safe for concurrent use. Metrics created by several calls of

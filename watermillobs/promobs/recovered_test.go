@@ -39,7 +39,7 @@ func TestRecoveredPanics_exported(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(explodingProcessor{}))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	handled := false
-	h := watermillobs.Tracing(watermillobs.WithTracerProvider(tp), watermillobs.WithLogger(slog.New(discard{})))(
+	h := watermillobs.Tracing(watermillobs.TracingConfig{}, watermillobs.WithTracerProvider(tp), watermillobs.WithLogger(slog.New(discard{})))(
 		func(*message.Message) ([]*message.Message, error) { handled = true; return nil, nil })
 
 	before := watermillobs.RecoveredPanics()

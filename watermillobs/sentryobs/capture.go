@@ -34,7 +34,7 @@ const (
 	// active for the message, so an event can be searched by trace ID.
 	TagTraceID = "trace_id"
 	// TagAttempts is the number of handler attempts the retry of
-	// watermillobs.WithRetry (or watermillobs.CountAttempts) made before
+	// watermillobs.InstrumentConfig.Retry (or watermillobs.CountAttempts) made before
 	// the reported failure; unset when attempts are not counted.
 	TagAttempts = "attempts"
 )

@@ -70,10 +70,10 @@ func TestRetry_poison_queue_one_event_with_attempts(t *testing.T) {
 	router.AddMiddleware(poison)
 	var calls int
 	var callsMu sync.Mutex
-	err = watermillobs.Instrument(router,
-		watermillobs.WithBackends(sentryobs.New(sentryobs.WithHub(hub))),
-		watermillobs.WithRetry(middleware.Retry{MaxRetries: 3}.Middleware),
-	)
+	err = watermillobs.Instrument(router, watermillobs.InstrumentConfig{
+		Backends: []watermillobs.Backend{sentryobs.New(sentryobs.WithHub(hub))},
+		Retry:    middleware.Retry{MaxRetries: 3}.Middleware,
+	})
 	if err != nil {
 		t.Fatalf("Instrument: %v", err)
 	}

@@ -12,7 +12,7 @@
 //	if err != nil { ... }
 //	defer sentry.Flush(2 * time.Second)
 //
-//	watermillobs.Instrument(router, watermillobs.WithBackends(sentryobs.New()))
+//	watermillobs.Instrument(router, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{sentryobs.New()}})
 //
 // or directly, after the tracing middleware if you want trace links:
 //
@@ -42,12 +42,12 @@
 //	poison, err := middleware.PoisonQueue(publisher, "orders.poison")
 //	if err != nil { ... }
 //	router.AddMiddleware(poison) // outermost: sees only the final error
-//	err = watermillobs.Instrument(router,
-//		watermillobs.WithBackends(sentryobs.New()),
-//		watermillobs.WithRetry(middleware.Retry{MaxRetries: 3}.Middleware),
-//	)
+//	err = watermillobs.Instrument(router, watermillobs.InstrumentConfig{
+//		Backends: []watermillobs.Backend{sentryobs.New()},
+//		Retry:    middleware.Retry{MaxRetries: 3}.Middleware,
+//	})
 //
-// With [watermillobs.WithRetry], Instrument installs the retry inside this
+// With InstrumentConfig.Retry, Instrument installs the retry inside this
 // middleware, so one event is captured per delivery, after the last
 // attempt, tagged [TagAttempts] with the number of attempts ("4" above).
 // When assembling the chain by hand, wrap the retry with
