@@ -135,34 +135,61 @@ func (t *consumerTracer) newSite(k siteKey) *consumerSite {
 }
 
 // begin starts the consumer span of msg.
+//
+// The span start runs deepest in the handler's goroutine, which the router
+// starts per message with a small stack: begin keeps its own frame small
+// (the site lookup and the attributes are calls of their own) so that
+// instrumenting a handler does not cost it an extra stack growth.
 func (t *consumerTracer) begin(msg *message.Message) (context.Context, trace.Span) {
 	ctx := msg.Context()
-	topic := message.SubscribeTopicFromCtx(ctx)
+	site, topic, temporary := t.site(ctx, msg)
+	parent, startOpts := t.parent(ctx, msg)
+	// Attributes are set after the start so that unsampled spans cost no
+	// attribute work; samplers decide on name, kind, parent and links.
+	spanCtx, span := spans.Start(parent, t.tracer, t.onPanic, site.name, startOpts...)
+	if span.IsRecording() {
+		t.setAttributes(span, ctx, msg, site, topic, temporary)
+	}
+	return spanCtx, span
+}
+
+// site returns the consumer site of msg, the raw topic, and whether the
+// site's destination is a template of temporary topics.
+func (t *consumerTracer) site(ctx context.Context, msg *message.Message) (site *consumerSite, topic string, temporary bool) {
+	topic = message.SubscribeTopicFromCtx(ctx)
 	dest, temporary := contract.Destination(t.template, topic, msg)
-	site := t.sites.Get(siteKey{
+	site = t.sites.Get(siteKey{
 		topic:      dest,
 		temporary:  temporary,
 		handler:    message.HandlerNameFromCtx(ctx),
 		subscriber: message.SubscriberNameFromCtx(ctx),
 	})
+	return site, topic, temporary
+}
+
+// parent returns the context the consumer span of msg starts from (ctx with
+// the producer's trace context) and its start options: a child of the
+// producer's span, or a new root linked to it. It is not inlined so that its
+// locals stay out of begin's frame (see begin).
+//
+//go:noinline
+func (t *consumerTracer) parent(ctx context.Context, msg *message.Message) (context.Context, []trace.SpanStartOption) {
 	parent := t.prop.ExtractTrace(ctx, msg.Metadata)
-	startOpts := t.childOpts
 	if remote := trace.SpanContextFromContext(parent); remote.IsValid() && remote.IsRemote() && t.linked(msg) {
-		startOpts = []trace.SpanStartOption{startOpts[0], trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: remote})}
+		return parent, []trace.SpanStartOption{t.childOpts[0], trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: remote})}
 	}
-	// Attributes are set after the start so that unsampled spans cost no
-	// attribute work; samplers decide on name, kind, parent and links.
-	spanCtx, span := spans.Start(parent, t.tracer, t.onPanic, site.name, startOpts...)
-	if span.IsRecording() {
-		buf := attrPool.Get().(*[]attribute.KeyValue)
-		attrs := t.appendAttributes((*buf)[:0], ctx, msg, site)
-		if temporary {
-			attrs = append(attrs, semconv.MessagingDestinationName(bound.String(topic, bound.Attribute)))
-		}
-		span.SetAttributes(attrs...) // the SDK copies them
-		putAttrs(buf, attrs)
+	return parent, t.childOpts
+}
+
+// setAttributes sets the attributes of a recording consumer span.
+func (t *consumerTracer) setAttributes(span trace.Span, ctx context.Context, msg *message.Message, site *consumerSite, topic string, temporary bool) {
+	buf := attrPool.Get().(*[]attribute.KeyValue)
+	attrs := t.appendAttributes((*buf)[:0], ctx, msg, site)
+	if temporary {
+		attrs = append(attrs, semconv.MessagingDestinationName(bound.String(topic, bound.Attribute)))
 	}
-	return spanCtx, span
+	span.SetAttributes(attrs...) // the SDK copies them
+	putAttrs(buf, attrs)
 }
 
 // panicked records a handler panic on the span and ends it.
