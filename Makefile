@@ -23,7 +23,7 @@ PKG ?= ./...
 STATICCHECK_VERSION ?= v0.8.2
 FUZZTIME ?= 20s
 # package:FuzzName pairs, separated by spaces.
-FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./internal/bound:FuzzIsID ./watermillobs/payloadtrace:FuzzPayloadSanitize ./watermillobs:FuzzMetadata
+FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./internal/bound:FuzzIsID ./watermillobs/payloadtrace:FuzzPayloadSanitize ./contract:FuzzMetadata
 
 .PHONY: test test-integration services demo demo-cqrs bench lint fuzz-short
 

@@ -1,4 +1,4 @@
-package watermillobs_test
+package contract_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"github.com/cqrs-ddd/watermill-observability/contract"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/hooks"
@@ -19,6 +20,7 @@ func FuzzMetadata(f *testing.F) {
 	f.Add("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "c-1", "2026-11-25T00:00:00.123456789Z", "OrderPlaced", "event", "uuid-1")
 	f.Add("garbage", "\xff\xfe", "not a time", "\xc3", "query", "")
 	f.Add("00-00000000000000000000000000000000-0000000000000000-00", " ", "9999-12-31T23:59:59Z", "", "", "has space")
+	w3c := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	prop := contract.NewPropagation(contract.PropagationConfig{Propagator: w3c})
 	f.Fuzz(func(t *testing.T, traceparent, correlation, publishedAt, name, kind, uuid string) {
 		msg := message.NewMessage(uuid, nil)
