@@ -41,10 +41,64 @@
 // (counter): panics recovered anywhere in this module's own code
 // (watermillobs.RecoveredPanics), these included.
 //
+// The saga runtime (package sagas) has metrics of its own, which a program
+// opts into with [NewSagaHook] and [NewSagaCollector]: see the section Saga
+// metrics.
+//
 // Names follow the Prometheus conventions (base units, counters end in
 // _total) and can be prefixed with [WithNamespace]. Durations use
 // prometheus.DefBuckets unless [WithBuckets] is given; time in queue uses
 // [DefaultTimeInQueueBuckets], which reach an hour.
+//
+// # Saga metrics
+//
+// The saga runtime never imports promobs, nor promobs the saga runtime. Its
+// counters and histograms come from the hook of [NewSagaHook], which reads
+// the hook operations that package sagas emits (register it for
+// [SagaOperations]); its gauges come from the collector of
+// [NewSagaCollector], which asks a [SagaSource] (the saga manager) at every
+// scrape. Neither links a Redis client.
+//
+//	metric                               type       labels                        from
+//	saga_instances_started_total         counter    saga_type                     saga.run.* saved with saga.step 1
+//	saga_instances_finished_total        counter    saga_type, outcome            saga.run.* saved with a final saga.outcome
+//	saga_step_duration_seconds           histogram  saga_type, trigger, outcome   every saga.run.*
+//	saga_lock_wait_seconds               histogram  resource_type, outcome        redis.lock.acquire.*
+//	saga_version_conflicts_total         counter    saga_type                     saga.version_conflict (notification)
+//	saga_timeouts_dropped_total          counter    saga_type                     saga.timeout.dropped (notification)
+//	saga_recovery_actions_total          counter    saga_type, action, outcome    saga.recovery.pending, saga.recovery.timeouts
+//	saga_active_instances                gauge      saga_type                     SagaSource, at scrape time
+//	saga_oldest_active_age_seconds       gauge      saga_type                     SagaSource, at scrape time
+//	saga_active_collect_errors_total     counter    (none)                        failed reads of the SagaSource
+//
+// Label values:
+//
+//   - saga_type is the saga.type attribute (else the operation name's
+//     last part), capped by [WithMaxSagaTypes]; resource_type is the lock's
+//     resource_type attribute ("saga"), capped the same way.
+//   - outcome of saga_instances_finished_total: completed, compensated,
+//     failed, timed_out. Of saga_step_duration_seconds: the step's
+//     saga.outcome (running, one of those four, or error for a failure
+//     recorded as poison), or save_failed when the operation returned an
+//     error, for a version conflict say: then nothing was saved, and the step
+//     counts in no other saga metric. Unknown values are "other", missing
+//     ones "unknown".
+//   - trigger: event or timeout (saga.trigger).
+//   - saga_lock_wait_seconds: the duration of the acquire operation,
+//     outcome acquired, or failed when the lock was not acquired.
+//   - action: pending (recovery published the pending commands of an
+//     instance) or timeout (recovery delivered a due timeout); outcome
+//     success or error of that action.
+//
+// saga_oldest_active_age_seconds is the time since the oldest active
+// instance of the type started, 0 when none is active. A scrape waits for
+// the source at most [WithCollectTimeout]; when the source fails or is
+// late, that scrape has no saga gauges (the rest of the scrape is
+// unaffected) and saga_active_collect_errors_total grows. Saga IDs never
+// become labels: find one instance through its trace, from an exemplar.
+// The histograms and the started, finished and recovery counters carry
+// exemplars when the hook runs inside the span hook of watermillobs (a
+// higher priority; see [NewSagaHook]).
 //
 // # Labels and cardinality
 //
@@ -77,7 +131,9 @@
 // collector holding all the metrics; when the registry already holds it,
 // from an earlier New with the same namespace and const labels, New reuses
 // it, so that several routers in one process can each call New and count
-// into the same series. Wrapping a handler or a publisher twice with Metrics
+// into the same series. [NewSagaHook] does the same for the saga metrics;
+// the collector of [NewSagaCollector] is registered by the caller, once per
+// registry. Wrapping a handler or a publisher twice with Metrics
 // of one registry counts each message once.
 //
 // # Reliability

@@ -37,6 +37,10 @@ type config struct {
 	constLabels        prometheus.Labels
 	logger             *slog.Logger
 	template           contract.TopicTemplateFunc
+	// maxSagaTypes and collectTimeout concern the saga metrics only; zero
+	// means their defaults (see saga.go).
+	maxSagaTypes   int
+	collectTimeout time.Duration
 
 	// now and observeHook are set only by tests (export_test.go).
 	now         func() time.Time
@@ -66,7 +70,9 @@ func (c *config) log() *slog.Logger {
 	return slog.Default()
 }
 
-// An Option configures [New].
+// An Option configures [New], [NewSagaHook] or [NewSagaCollector]. Each
+// constructor's documentation lists the options it honours; the others do
+// not concern what it measures and have no effect there.
 type Option interface{ apply(*config) }
 
 type optionFunc func(*config)
@@ -107,8 +113,9 @@ func WithMaxTopics(n int) Option {
 }
 
 // WithBuckets sets the buckets, in seconds, of the handler and publish
-// duration histograms. They must be strictly increasing; [New] reports an
-// error otherwise. An empty slice is ignored. If not set,
+// duration histograms, and of the saga step and lock wait histograms of
+// [NewSagaHook]. They must be strictly increasing; [New] reports an
+// error otherwise (NewSagaHook too). An empty slice is ignored. If not set,
 // prometheus.DefBuckets (5 ms to 10 s) is used.
 //
 // Buckets are not part of a metric's identity: when the collectors are

@@ -1,0 +1,238 @@
+package promobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/panics"
+)
+
+// DefaultCollectTimeout is how long a scrape waits for the active sagas by
+// default; see [WithCollectTimeout].
+const DefaultCollectTimeout = 5 * time.Second
+
+// ErrNilSagaSource is returned by [NewSagaCollector] when it is given a nil
+// [SagaSource].
+var ErrNilSagaSource = errors.New("promobs: nil SagaSource")
+
+// WithCollectTimeout bounds how long one scrape of [NewSagaCollector] waits
+// for its [SagaSource]. When the time is up the scrape goes on without the
+// saga gauges. Values below 1 are ignored. If not set,
+// [DefaultCollectTimeout] is used.
+func WithCollectTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) {
+		if d > 0 {
+			c.collectTimeout = d
+		}
+	})
+}
+
+// SagaSource reports the active saga instances, read at scrape time. The
+// saga manager of package sagas satisfies it.
+//
+// ActiveSagas calls fn once per saga type that has active instances (or
+// that the source knows of, with count 0): count is the number of active
+// instances, oldest the start time of the oldest of them, the zero time
+// when there is none. fn must not be called concurrently, nor after
+// ActiveSagas returns. ActiveSagas should give up when ctx is done.
+type SagaSource interface {
+	ActiveSagas(ctx context.Context, fn func(sagaType string, count int64, oldest time.Time)) error
+}
+
+// NewSagaCollector returns a collector that, at every scrape, asks src for
+// the active saga instances and exports saga_active_instances and
+// saga_oldest_active_age_seconds (see the package documentation). Register
+// it with a prometheus.Registerer; one registry holds one of them, fed by a
+// source that reports every saga type.
+//
+// A scrape waits for src at most the time of [WithCollectTimeout], and
+// src's context ends then too. When src fails, times out or panics, the
+// scrape leaves the two gauges out (rather than failing the whole scrape,
+// as prometheus.NewInvalidMetric would), counts the failure in
+// saga_active_collect_errors_total and logs it. Only one read of src runs
+// at a time: concurrent scrapes share it, and a source that hangs despite
+// its context costs one goroutine, not one per scrape.
+//
+// It honours [WithNamespace], [WithConstLabels], [WithMaxSagaTypes] (types
+// past the cap are summed under "other"), [WithCollectTimeout] and
+// [WithLogger]; the other options have no effect. It returns
+// [ErrNilSagaSource] for a nil src and an error for an invalid namespace.
+func NewSagaCollector(src SagaSource, opts ...Option) (prometheus.Collector, error) {
+	if src == nil {
+		return nil, ErrNilSagaSource
+	}
+	cfg := newConfig(opts)
+	ns, cl := cfg.namespace, cfg.constLabels
+	if !validNamespace(ns) {
+		return nil, fmt.Errorf("cannot use namespace %q: want letters, digits and underscores, not starting with a digit", ns)
+	}
+	timeout := cfg.collectTimeout
+	if timeout <= 0 {
+		timeout = DefaultCollectTimeout
+	}
+	return &sagaCollector{
+		src:     src,
+		timeout: timeout,
+		now:     cfg.now,
+		logger:  cfg.log(),
+		types:   newLabelSet(cfg.sagaTypes()),
+		active: prometheus.NewDesc(prometheus.BuildFQName(ns, "", "saga_active_instances"),
+			"Saga instances that have started and not ended, by saga type, read at scrape time.",
+			[]string{"saga_type"}, cl),
+		oldest: prometheus.NewDesc(prometheus.BuildFQName(ns, "", "saga_oldest_active_age_seconds"),
+			"Time since the oldest active saga instance started, by saga type; 0 when none is active.",
+			[]string{"saga_type"}, cl),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace:   ns,
+			Name:        "saga_active_collect_errors_total",
+			Help:        "Scrapes that could not read the active saga instances (error, timeout, panic or a read still running) and left the saga gauges out.",
+			ConstLabels: cl,
+		}),
+	}, nil
+}
+
+// sagaCollector is the collector of NewSagaCollector.
+type sagaCollector struct {
+	src            SagaSource
+	timeout        time.Duration
+	now            func() time.Time
+	logger         *slog.Logger
+	types          *labelSet
+	active, oldest *prometheus.Desc
+	errors         prometheus.Counter
+
+	// mu guards call, the read of src in progress, if any.
+	mu   sync.Mutex
+	call *readCall
+	// failures counts consecutive failed scrapes, to thin out their logs.
+	failures atomic.Uint64
+}
+
+// activeRow is what a scrape exports for one saga_type label value.
+type activeRow struct {
+	count  int64
+	oldest time.Time
+}
+
+// Describe implements prometheus.Collector.
+func (c *sagaCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.active
+	ch <- c.oldest
+	c.errors.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (c *sagaCollector) Collect(ch chan<- prometheus.Metric) {
+	rows, err := c.read()
+	if err != nil {
+		c.fail(err)
+	} else {
+		c.failures.Store(0)
+		now := c.now()
+		for typ, r := range rows {
+			age := 0.0
+			if !r.oldest.IsZero() && now.After(r.oldest) {
+				age = now.Sub(r.oldest).Seconds()
+			}
+			c.send(ch, c.active, float64(r.count), typ)
+			c.send(ch, c.oldest, age, typ)
+		}
+	}
+	c.errors.Collect(ch)
+}
+
+func (c *sagaCollector) send(ch chan<- prometheus.Metric, desc *prometheus.Desc, v float64, typ string) {
+	if m, err := prometheus.NewConstMetric(desc, prometheus.GaugeValue, v, typ); err == nil {
+		ch <- m
+	}
+}
+
+// A readCall is one read of the source, shared by the scrapes that run
+// while it does (two Prometheus servers scraping at once ask the source
+// once). rows and err are written before done is closed.
+type readCall struct {
+	done chan struct{}
+	rows map[string]activeRow
+	err  error
+}
+
+// read returns the rows of the running read of the source, starting one if
+// none runs, and waits for them at most the collect timeout. The read runs
+// on its own goroutine so that a source that ignores its context cannot hold
+// the scrape longer.
+func (c *sagaCollector) read() (map[string]activeRow, error) {
+	c.mu.Lock()
+	call := c.call
+	if call == nil {
+		call = &readCall{done: make(chan struct{})}
+		c.call = call
+		go c.run(call)
+	}
+	c.mu.Unlock()
+	timer := time.NewTimer(c.timeout)
+	defer timer.Stop()
+	select {
+	case <-call.done:
+		return call.rows, call.err
+	case <-timer.C:
+		return nil, fmt.Errorf("no answer within %v", c.timeout)
+	}
+}
+
+func (c *sagaCollector) run(call *readCall) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	call.rows, call.err = c.readSource(ctx)
+	c.mu.Lock()
+	c.call = nil
+	c.mu.Unlock()
+	close(call.done)
+}
+
+// readSource calls the source and sums its rows per capped label value.
+// The rows stay local to the reading goroutine until it returns them.
+func (c *sagaCollector) readSource(ctx context.Context) (rows map[string]activeRow, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			panics.Recovered()
+			rows, err = nil, fmt.Errorf("SagaSource panicked: %v", v)
+		}
+	}()
+	rows = make(map[string]activeRow)
+	err = c.src.ActiveSagas(ctx, func(sagaType string, count int64, oldest time.Time) {
+		typ := c.types.value(labelValue(sagaType))
+		r := rows[typ]
+		r.count += max(count, 0)
+		if !oldest.IsZero() && (r.oldest.IsZero() || oldest.Before(r.oldest)) {
+			r.oldest = oldest
+		}
+		rows[typ] = r
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rows, nil
+}
+
+// fail counts a failed scrape and logs it, thinned out to the 1st, 2nd,
+// 4th, ... failure in a row so that a Redis outage does not flood the logs.
+func (c *sagaCollector) fail(err error) {
+	c.errors.Inc()
+	n := c.failures.Add(1)
+	if n&(n-1) != 0 {
+		return
+	}
+	defer func() { _ = recover() }() // a broken log handler must not fail the scrape
+	c.logger.Warn("promobs: cannot read the active sagas; the scrape goes on without the saga gauges",
+		slog.String("error", bound.String(err.Error(), bound.Error)),
+		slog.Uint64("failures_in_a_row", n),
+	)
+}
