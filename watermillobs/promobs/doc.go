@@ -92,7 +92,7 @@
 //
 // saga_oldest_active_age_seconds is the time since the oldest active
 // instance of the type started, 0 when none is active. A scrape waits for
-// the source at most [WithCollectTimeout]; when the source fails or is
+// the source at most [CollectTimeout]; when the source fails or is
 // late, that scrape has no saga gauges (the rest of the scrape is
 // unaffected) and saga_active_collect_errors_total grows. Saga IDs never
 // become labels: find one instance through its trace, from an exemplar.

@@ -37,8 +37,9 @@ type config struct {
 	constLabels        prometheus.Labels
 	logger             *slog.Logger
 	template           contract.TopicTemplateFunc
-	// maxSagaTypes and collectTimeout concern the saga metrics only; zero
-	// means their defaults (see saga.go).
+	// maxSagaTypes concerns the saga metrics only; zero means
+	// DefaultMaxSagaTypes. collectTimeout is CollectTimeout unless a test
+	// sets it.
 	maxSagaTypes   int
 	collectTimeout time.Duration
 
@@ -48,19 +49,34 @@ type config struct {
 }
 
 func newConfig(opts []Option) config {
-	c := config{
-		maxMessageTypes:    DefaultMaxMessageTypes,
-		maxTopics:          DefaultMaxTopics,
-		buckets:            prometheus.DefBuckets,
-		timeInQueueBuckets: DefaultTimeInQueueBuckets,
-		now:                time.Now,
-	}
+	c := defaultConfig()
 	for _, o := range opts {
 		if o != nil {
 			o.apply(&c)
 		}
 	}
 	return c
+}
+
+// newSagaConfig is newConfig for the saga metrics.
+func newSagaConfig(opts []SagaOption) config {
+	c := defaultConfig()
+	for _, o := range opts {
+		if o != nil {
+			o.applySaga(&c)
+		}
+	}
+	return c
+}
+
+func defaultConfig() config {
+	return config{
+		maxMessageTypes:    DefaultMaxMessageTypes,
+		maxTopics:          DefaultMaxTopics,
+		buckets:            prometheus.DefBuckets,
+		timeInQueueBuckets: DefaultTimeInQueueBuckets,
+		now:                time.Now,
+	}
 }
 
 func (c *config) log() *slog.Logger {
@@ -70,21 +86,34 @@ func (c *config) log() *slog.Logger {
 	return slog.Default()
 }
 
-// An Option configures [New], [NewSagaHook] or [NewSagaCollector]. Each
-// constructor's documentation lists the options it honours; the others do
-// not concern what it measures and have no effect there.
+// An Option configures the message metrics of [New], [Middleware] and
+// [PublisherDecorator].
 type Option interface{ apply(*config) }
+
+// A SagaOption configures the saga metrics of [NewSagaHook] and
+// [NewSagaCollector].
+type SagaOption interface{ applySaga(*config) }
+
+// A SharedOption configures both the message and the saga metrics
+// (namespace, const labels, buckets, logger). Options that concern only one
+// of them are an Option or a SagaOption, so that neither constructor can be
+// given a setting it would ignore.
+type SharedOption interface {
+	Option
+	SagaOption
+}
 
 type optionFunc func(*config)
 
-func (f optionFunc) apply(c *config) { f(c) }
+func (f optionFunc) apply(c *config)     { f(c) }
+func (f optionFunc) applySaga(c *config) { f(c) }
 
 // WithNamespace prefixes every metric name with namespace and an underscore,
 // e.g. "shop" gives shop_cqrs_message_total. It may hold letters, digits
 // and underscores and must not start with a digit; [New] reports an error
 // otherwise. If not set, the names are exactly those listed in the package
 // documentation.
-func WithNamespace(namespace string) Option {
+func WithNamespace(namespace string) SharedOption {
 	return optionFunc(func(c *config) { c.namespace = namespace })
 }
 
@@ -120,7 +149,7 @@ func WithMaxTopics(n int) Option {
 //
 // Buckets are not part of a metric's identity: when the collectors are
 // already registered, the buckets of the first registration stay in effect.
-func WithBuckets(buckets []float64) Option {
+func WithBuckets(buckets []float64) SharedOption {
 	return optionFunc(func(c *config) {
 		if len(buckets) > 0 {
 			c.buckets = slices.Clone(buckets)
@@ -144,7 +173,7 @@ func WithTimeInQueueBuckets(buckets []float64) Option {
 // target labels set by Prometheus where possible: const labels cannot
 // change at run time. Labels set by an earlier WithConstLabels are kept
 // unless overwritten. If not set, metrics have no const labels.
-func WithConstLabels(labels prometheus.Labels) Option {
+func WithConstLabels(labels prometheus.Labels) SharedOption {
 	return optionFunc(func(c *config) {
 		if len(labels) == 0 {
 			return
@@ -159,7 +188,7 @@ func WithConstLabels(labels prometheus.Labels) Option {
 // WithLogger sets the logger that reports problems inside this package,
 // such as a recovered panic while observing a message. A nil logger is
 // ignored. If not set, slog.Default is used.
-func WithLogger(l *slog.Logger) Option {
+func WithLogger(l *slog.Logger) SharedOption {
 	return optionFunc(func(c *config) {
 		if l != nil {
 			c.logger = l

@@ -27,7 +27,7 @@ const DefaultMaxSagaTypes = 100
 // number of lock resource_type values. Once n values have been seen, further
 // ones are counted under "other". Values below 1 are ignored. If not set,
 // [DefaultMaxSagaTypes] is used.
-func WithMaxSagaTypes(n int) Option {
+func WithMaxSagaTypes(n int) SagaOption {
 	return optionFunc(func(c *config) {
 		if n > 0 {
 			c.maxSagaTypes = n
@@ -91,9 +91,8 @@ func SagaOperations() []string {
 // told otherwise) puts it inside the operation's span, so that its
 // histograms carry the span's trace ID as exemplar.
 //
-// It honours [WithNamespace], [WithConstLabels], [WithBuckets] (step
-// duration and lock wait), [WithMaxSagaTypes] and [WithLogger]; the options
-// about messages and topics do not concern sagas and have no effect. If reg
+// Its options are [WithNamespace], [WithConstLabels], [WithBuckets] (step
+// duration and lock wait), [WithMaxSagaTypes] and [WithLogger]. If reg
 // already holds the saga metrics, from an earlier NewSagaHook with the same
 // namespace and const labels, the hook counts into them, and the buckets
 // and caps of the first registration stay in effect.
@@ -104,11 +103,11 @@ func SagaOperations() []string {
 // operation that panics itself is not measured. NewSagaHook returns
 // [ErrNilRegisterer] for a nil reg, and an error if the options are invalid
 // or registration fails.
-func NewSagaHook(reg prometheus.Registerer, opts ...Option) (hooks.Hook, error) {
+func NewSagaHook(reg prometheus.Registerer, opts ...SagaOption) (hooks.Hook, error) {
 	if reg == nil {
 		return nil, ErrNilRegisterer
 	}
-	cfg := newConfig(opts)
+	cfg := newSagaConfig(opts)
 	c, err := newSagaMetrics(&cfg)
 	if err != nil {
 		return nil, err

@@ -15,25 +15,14 @@ import (
 	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 )
 
-// DefaultCollectTimeout is how long a scrape waits for the active sagas by
-// default; see [WithCollectTimeout].
-const DefaultCollectTimeout = 5 * time.Second
+// CollectTimeout is how long a scrape of [NewSagaCollector] waits for its
+// [SagaSource]. When the time is up the scrape goes on without the saga
+// gauges, well within Prometheus' default scrape timeout of 10s.
+const CollectTimeout = 5 * time.Second
 
 // ErrNilSagaSource is returned by [NewSagaCollector] when it is given a nil
 // [SagaSource].
 var ErrNilSagaSource = errors.New("promobs: nil SagaSource")
-
-// WithCollectTimeout bounds how long one scrape of [NewSagaCollector] waits
-// for its [SagaSource]. When the time is up the scrape goes on without the
-// saga gauges. Values below 1 are ignored. If not set,
-// [DefaultCollectTimeout] is used.
-func WithCollectTimeout(d time.Duration) Option {
-	return optionFunc(func(c *config) {
-		if d > 0 {
-			c.collectTimeout = d
-		}
-	})
-}
 
 // SagaSource reports the active saga instances, read at scrape time. The
 // saga manager of package sagas satisfies it.
@@ -53,7 +42,7 @@ type SagaSource interface {
 // it with a prometheus.Registerer; one registry holds one of them, fed by a
 // source that reports every saga type.
 //
-// A scrape waits for src at most the time of [WithCollectTimeout], and
+// A scrape waits for src at most [CollectTimeout], and
 // src's context ends then too. When src fails, times out or panics, the
 // scrape leaves the two gauges out (rather than failing the whole scrape,
 // as prometheus.NewInvalidMetric would), counts the failure in
@@ -61,22 +50,22 @@ type SagaSource interface {
 // at a time: concurrent scrapes share it, and a source that hangs despite
 // its context costs one goroutine, not one per scrape.
 //
-// It honours [WithNamespace], [WithConstLabels], [WithMaxSagaTypes] (types
-// past the cap are summed under "other"), [WithCollectTimeout] and
-// [WithLogger]; the other options have no effect. It returns
+// Its options are [WithNamespace], [WithConstLabels], [WithMaxSagaTypes]
+// (types past the cap are summed under "other") and [WithLogger]; a scrape
+// waits at most [CollectTimeout] for src. It returns
 // [ErrNilSagaSource] for a nil src and an error for an invalid namespace.
-func NewSagaCollector(src SagaSource, opts ...Option) (prometheus.Collector, error) {
+func NewSagaCollector(src SagaSource, opts ...SagaOption) (prometheus.Collector, error) {
 	if src == nil {
 		return nil, ErrNilSagaSource
 	}
-	cfg := newConfig(opts)
+	cfg := newSagaConfig(opts)
 	ns, cl := cfg.namespace, cfg.constLabels
 	if !validNamespace(ns) {
 		return nil, fmt.Errorf("cannot use namespace %q: want letters, digits and underscores, not starting with a digit", ns)
 	}
 	timeout := cfg.collectTimeout
 	if timeout <= 0 {
-		timeout = DefaultCollectTimeout
+		timeout = CollectTimeout
 	}
 	return &sagaCollector{
 		src:     src,

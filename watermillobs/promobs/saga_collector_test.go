@@ -62,9 +62,9 @@ func (s *fakeSagaSource) ActiveSagas(ctx context.Context, fn func(string, int64,
 
 var scrapeTime = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
-func newSagaCollector(t testing.TB, src promobs.SagaSource, opts ...promobs.Option) (prometheus.Collector, *prometheus.Registry) {
+func newSagaCollector(t testing.TB, src promobs.SagaSource, opts ...promobs.SagaOption) (prometheus.Collector, *prometheus.Registry) {
 	t.Helper()
-	opts = append([]promobs.Option{promobs.WithClock(func() time.Time { return scrapeTime })}, opts...)
+	opts = append([]promobs.SagaOption{promobs.WithClock(func() time.Time { return scrapeTime })}, opts...)
 	c, err := promobs.NewSagaCollector(src, opts...)
 	if err != nil {
 		t.Fatalf("NewSagaCollector: %v", err)

@@ -66,7 +66,7 @@ func (a activeSagas) ActiveSagas(_ context.Context, fn func(sagaType string, cou
 // The gauges of active saga instances are read from the saga manager at
 // every scrape.
 func ExampleNewSagaCollector() {
-	collector, err := promobs.NewSagaCollector(activeSagas{"OrderSaga": 3}, promobs.WithCollectTimeout(2*time.Second))
+	collector, err := promobs.NewSagaCollector(activeSagas{"OrderSaga": 3})
 	if err != nil {
 		log.Fatal(err)
 	}

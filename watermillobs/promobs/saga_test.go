@@ -28,7 +28,7 @@ var errConflict = errors.New("sagas: version conflict")
 
 // newSagaHook registers the saga hook on a fresh hooks registry and a fresh
 // pedantic Prometheus registry.
-func newSagaHook(t testing.TB, opts ...promobs.Option) (*hooks.Registry, *prometheus.Registry) {
+func newSagaHook(t testing.TB, opts ...promobs.SagaOption) (*hooks.Registry, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	h, err := promobs.NewSagaHook(reg, opts...)
