@@ -24,6 +24,8 @@
 #     script installed or started, and only when the DSN cannot log in otherwise).
 #   PostgreSQL is started as the Debian cluster configured for that port (pg_lsclusters)
 #   when there is one, otherwise as a throwaway cluster in $TEST_SERVICES_DIR/postgres-PORT.
+# It also installs the redis-server binary when it is missing, for the tests that start
+# their own Redis Cluster.
 # When a service still cannot be reached, the script names it on stderr and exits non-zero.
 #
 # Stopping what it started:
@@ -457,10 +459,23 @@ ensure_postgres() {
 	fi
 }
 
+# The Redis Cluster tests start their own three-node cluster on loopback
+# from the redis-server binary (internal/testsvc.RedisCluster), so the binary
+# must be here even when the Redis the tests use runs elsewhere.
+ensure_redis_binary() {
+	if have redis-server; then
+		return
+	fi
+	apt_install redis-server
+	have redis-server || die "redis-server (for the Redis Cluster tests) is still missing after apt-get install redis-server (see $SERVICES_DIR/apt.log)"
+	echo "redis-server: installed (for the Redis Cluster tests)"
+}
+
 main() {
 	parse_hostport "$REDIS_ADDR" 6379 || die "cannot parse REDIS_ADDR (want host:port): $REDIS_ADDR"
 	REDIS_HOST=$HP_HOST REDIS_PORT=$HP_PORT
 	ensure_redis
+	ensure_redis_binary
 	ensure_postgres
 }
 
