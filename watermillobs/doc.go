@@ -32,15 +32,6 @@
 //	msg.SetContext(ctx) // the request's context: its span and correlation ID
 //	err := pub.Publish("orders", msg)
 //
-// # Options and configs
-//
-// Settings shared by every constructor are [Option] values: give one slice
-// of them (tracer provider, propagator, logger, hook registry, messaging
-// system, topic template) to Instrument, NewPublisher and the rest. A
-// setting that belongs to one constructor is a field of its config struct
-// ([InstrumentConfig], [TracingConfig], [FrameworkHooksConfig]), so it
-// cannot be given where it would be ignored.
-//
 // # The metadata contract
 //
 // Every message published through an instrumented path carries
@@ -76,7 +67,14 @@
 //
 // # Configuration
 //
-// Every constructor takes [Option] values. The TracerProvider defaults to
+// Settings shared by every constructor are [Option] values: give one slice
+// of them (tracer provider, propagator, logger, hook registry, messaging
+// system, topic template) to Instrument, NewPublisher and the rest; each
+// uses those that concern it. A setting that belongs to one constructor is a
+// field of its config struct ([InstrumentConfig], [TracingConfig],
+// [FrameworkHooksConfig]), so it cannot be given where it would be ignored.
+//
+// The TracerProvider defaults to
 // otel.GetTracerProvider, resolved when the middleware is built; with no
 // SDK configured, spans are a cheap no-op. The propagator is the one of
 // [WithPropagators], else the global one looked up per message, so
