@@ -382,7 +382,23 @@ func testDueTimeouts(t *testing.T, s sagas.Store) {
 		}
 		assertDue(t, fmt.Sprintf("limit %d", tt.limit), got, want(tt.want))
 	}
-	got, err := s.DueTimeouts(ctx, sagaType, base.Add(-time.Millisecond), 10)
+	// A due time between two milliseconds is never reported early; its
+	// Due may come back rounded up to the millisecond.
+	sub := instance("order-sub", 1)
+	sub.Type = otherType
+	sub.Timeouts = []sagas.Timeout{{ID: "to-sub", Name: "ship", Due: base.Add(time.Hour + 500*time.Microsecond), ScheduledAt: base}}
+	save(t, s, sub)
+	got, err := s.DueTimeouts(ctx, otherType, base.Add(time.Hour), 10)
+	if err != nil || len(got) != 1 || got[0].TimeoutID != "to-other" {
+		t.Errorf("DueTimeouts half a millisecond early: %v, %v; want only to-other", got, err)
+	}
+	got, err = s.DueTimeouts(ctx, otherType, base.Add(time.Hour+time.Millisecond), 10)
+	if err != nil || len(got) != 2 || got[1].TimeoutID != "to-sub" ||
+		got[1].Due.Before(sub.Timeouts[0].Due) || !got[1].Due.Before(sub.Timeouts[0].Due.Add(time.Millisecond)) {
+		t.Errorf("DueTimeouts of a sub-millisecond due time: %+v, %v; want to-other, then to-sub due within [due, due+1ms)", got, err)
+	}
+
+	got, err = s.DueTimeouts(ctx, sagaType, base.Add(-time.Millisecond), 10)
 	if err != nil || len(got) != 0 {
 		t.Errorf("DueTimeouts before any is due: %v, %v; want none", got, err)
 	}
