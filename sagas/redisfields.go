@@ -20,6 +20,7 @@ type CorruptInstanceError struct {
 	Err error
 }
 
+// Error names the instance, the field and the cause.
 func (e *CorruptInstanceError) Error() string {
 	return fmt.Sprintf("sagas: stored instance %s/%s is corrupt: field %s: %v", e.Type, e.ID, e.Field, e.Err)
 }
