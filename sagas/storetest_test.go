@@ -488,4 +488,3 @@ func testLockExpiry(t *testing.T, s sagas.Store) {
 		t.Errorf("Unlock with the new token: %v, %v; want true", got, err)
 	}
 }
-
