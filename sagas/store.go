@@ -154,13 +154,19 @@ type Store interface {
 	History(ctx context.Context, sagaType, id string) ([]StepRecord, error)
 
 	// WithPending returns up to limit IDs of instances of sagaType that
-	// have pending messages.
+	// have pending messages, in no particular order. A limit of zero or
+	// less returns none.
 	WithPending(ctx context.Context, sagaType string, limit int) ([]string, error)
 	// DueTimeouts returns up to limit timeouts of sagaType due at or
-	// before now, earliest first.
+	// before now, earliest first. A store may keep due times at
+	// millisecond precision: it then rounds them up, so that a timeout is
+	// never reported early, and the reported Due may be up to a
+	// millisecond later than the scheduled one. A limit of zero or less
+	// returns none.
 	DueTimeouts(ctx context.Context, sagaType string, now time.Time, limit int) ([]DueTimeout, error)
 	// Active returns how many instances of sagaType are active and the
-	// StartedAt of the oldest (zero when none).
+	// StartedAt of the oldest (zero when none), which a store may
+	// truncate to the millisecond.
 	Active(ctx context.Context, sagaType string) (count int64, oldest time.Time, err error)
 
 	// TryLock takes the instance lock with token for ttl when nobody
