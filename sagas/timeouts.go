@@ -82,9 +82,16 @@ func (m *Manager) timeoutContext(ctx context.Context, t Timeout, now time.Time) 
 	return contract.WithLink(ctx, trace.SpanContextFromContext(restored))
 }
 
+// unknownTimeout names a dropped timeout whose instance no longer knows
+// it (its name went with it).
+const unknownTimeout = "unknown"
+
 // dropTimeout logs, counts and notifies a fired timeout that no step
 // handles.
 func (m *Manager) dropTimeout(ctx context.Context, typ, id string, tr trigger, reason string) {
+	if tr.eventType == "" {
+		tr.eventType = unknownTimeout
+	}
 	m.droppedTimeouts.Add(1)
 	m.cfg.Logger.InfoContext(ctx, "sagas: timeout dropped", slog.String("saga.type", typ), slog.String("saga.id", id),
 		slog.String("saga.timeout", tr.eventType), slog.String("timeout.id", tr.eventID), slog.String("reason", reason))
