@@ -14,6 +14,7 @@ import (
 
 	"github.com/cqrs-ddd/watermill-observability/contract"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/internal/bound"
 )
 
 // stamp turns a step's commands into complete messages, as saved and later
@@ -34,8 +35,14 @@ func (m *Manager) stamp(ctx context.Context, typ, id string, version int64, cmds
 			return nil, nil, fmt.Errorf("%w: cannot marshal command %d (%s): %w", ErrPoison, i, name, err)
 		}
 		msg.UUID = derivedUUID(typ, id, "command", version, i)
-		contract.SetIfAbsent(msg, contract.CorrelationIDKey, hooks.CorrelationID(ctx))
-		contract.SetIfAbsent(msg, contract.CausationIDKey, hooks.CausationID(ctx))
+		// IDs from the context came from metadata: only well-formed ones
+		// travel on (Inject mints a correlation ID otherwise).
+		if cid := hooks.CorrelationID(ctx); bound.IsID(cid) {
+			contract.SetIfAbsent(msg, contract.CorrelationIDKey, cid)
+		}
+		if cause := hooks.CausationID(ctx); bound.IsID(cause) {
+			contract.SetIfAbsent(msg, contract.CausationIDKey, cause)
+		}
 		contract.SetIfAbsent(msg, contract.MessageKindKey, contract.KindCommand)
 		m.prop.Inject(ctx, msg)
 		msgs = append(msgs, PendingMessage{
