@@ -142,3 +142,38 @@ func assertLogged(t *testing.T, logs, level string, fields map[string]any, errTe
 	}
 	t.Errorf("no %s log line with %v and error %q in:\n%s", level, fields, errText, logs)
 }
+
+// A timeout step that keeps panicking is retried by each recovery pass
+// until MaxFailures, then the instance is failed and the timeout gone.
+func TestManager_poison_timeout_step_fails_the_instance(t *testing.T) {
+	forEachStore(t, func(t *testing.T, newStore func(*testing.T) sagas.Store) {
+		w := newWorld(t, newStore(t))
+		def := orderSaga()
+		def.Step = func(ctx context.Context, s OrderState, in sagas.Input) (sagas.Result[OrderState], error) {
+			if in.Timeout != nil {
+				panic("compensation bug")
+			}
+			return orderStep(ctx, s, in)
+		}
+		m, _ := w.manager(w.config(), def, true)
+		w.publish("8b1f0c35-0000-4000-8000-000000000161", "corr-16", &OrderPlaced{OrderID: "o-16", Amount: slowPayment})
+		w.waitStatus("o-16", "awaiting_payment")
+		w.clock.Advance(paymentDeadline)
+		for range 4 {
+			if err := m.RecoverOnce(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		inst := w.waitFor("o-16", "failed", func(i sagas.Instance) bool { return i.Outcome == sagas.OutcomeFailed })
+		if len(inst.Timeouts) != 0 || inst.Failures != 3 {
+			t.Errorf("instance = %+v, want 3 failures and no timeout left", inst)
+		}
+		wantSteps(t, history(t, m, "o-16"),
+			"event:OrderPlaced ->reserving_stock(running)",
+			"event:StockReserved reserving_stock->awaiting_payment(running)",
+			"timeout:payment awaiting_payment->awaiting_payment(error)",
+			"timeout:payment awaiting_payment->awaiting_payment(error)",
+			"timeout:payment awaiting_payment->awaiting_payment(failed)",
+		)
+	})
+}

@@ -109,3 +109,28 @@ func TestManager_cancelled_timeout_does_not_fire(t *testing.T) {
 		}
 	})
 }
+
+// RunRecovery delivers due timeouts in the background and stops with its
+// context.
+func TestManager_RunRecovery_delivers_timeouts(t *testing.T) {
+	forEachStore(t, func(t *testing.T, newStore func(*testing.T) sagas.Store) {
+		w := newWorld(t, newStore(t))
+		cfg := w.config()
+		cfg.RecoveryInterval = 5 * time.Millisecond
+		m, _ := w.manager(cfg, orderSaga(), true)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- m.RunRecovery(ctx) }()
+		w.publish("8b1f0c35-0000-4000-8000-000000000151", "corr-15", &OrderPlaced{OrderID: "o-15", Amount: slowPayment})
+		w.waitStatus("o-15", "awaiting_payment")
+		w.clock.Advance(paymentDeadline)
+		w.waitFor("o-15", "compensated", func(i sagas.Instance) bool { return i.Outcome == sagas.OutcomeCompensated })
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("RunRecovery returned %v after cancel, want nil", err)
+		}
+		if n := len(w.waitHandled("ReleaseStock", 1)); n != 1 {
+			t.Errorf("ReleaseStock handled %d times, want once", n)
+		}
+	})
+}
