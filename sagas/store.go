@@ -1,5 +1,3 @@
-// Package sagas is a saga (process manager) runtime on Redis whose every
-// step is a hook operation. See the package documentation in doc.go.
 package sagas
 
 import (
