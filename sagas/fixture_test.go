@@ -94,6 +94,10 @@ func orderStep(ctx context.Context, s OrderState, in sagas.Input) (sagas.Result[
 // storeFactories are the stores the integration tests run on.
 var storeFactories = map[string]func(t *testing.T) sagas.Store{
 	"memory": func(*testing.T) sagas.Store { return sagas.NewMemoryStore() },
+	"redis": func(t *testing.T) sagas.Store {
+		client, prefix := testsvc.RedisPrefix(t)
+		return newRedisStore(t, client, sagas.RedisStoreConfig{Prefix: prefix})
+	},
 }
 
 // forEachStore runs test once per store.

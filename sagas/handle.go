@@ -69,6 +69,17 @@ func (m *Manager) handleEvent(ctx context.Context, s *saga, b *binding, event an
 		return err
 	}
 	attempt := m.attempts.inc(eventID)
+	var corrupt *CorruptInstanceError
+	if errors.As(err, &corrupt) && attempt >= m.cfg.MaxFailures {
+		// The stored instance does not load, so it cannot be marked
+		// failed: give up on this event rather than block the saga type.
+		log.ErrorContext(ctx, "sagas: the stored instance is corrupt; the event is acknowledged without a step",
+			slog.Any("error", err), slog.Int("attempt", attempt), slog.String("saga.corrupt_field", corrupt.Field))
+		m.notify(ctx, "saga.instance.corrupt", slog.String("saga.type", s.typ), slog.String("saga.id", id),
+			slog.String("event.type", b.name), slog.String("event.id", eventID))
+		m.attempts.reset(eventID)
+		return nil
+	}
 	level := slog.LevelWarn
 	if errors.Is(err, ErrPoison) {
 		level = slog.LevelError

@@ -10,7 +10,7 @@ import (
 	"github.com/cqrs-ddd/watermill-observability/sagas"
 )
 
-func save(t *testing.T, s sagas.Store, inst sagas.Instance, limit int) error {
+func saveLimited(t *testing.T, s sagas.Store, inst sagas.Instance, limit int) error {
 	t.Helper()
 	return s.Save(context.Background(), sagas.SaveRequest{
 		Instance: inst, Expected: inst.Version - 1, HistoryLimit: limit,
@@ -24,7 +24,7 @@ func TestMemoryStore_versions_and_copies(t *testing.T) {
 	inst := sagas.Instance{Type: "T", ID: "1", Version: 1, State: []byte("a"), Processed: []string{"e1"},
 		Pending:  []sagas.PendingMessage{{UUID: "u1", Topic: "t", Metadata: map[string]string{"k": "v"}, Payload: []byte("p")}},
 		Timeouts: []sagas.Timeout{{ID: "t1", Name: "n", Trace: map[string]string{"traceparent": "x"}}}}
-	if err := save(t, s, inst, 0); err != nil {
+	if err := saveLimited(t, s, inst, 0); err != nil {
 		t.Fatal(err)
 	}
 	// Changing what was saved changes nothing stored.
@@ -52,7 +52,7 @@ func TestMemoryStore_versions_and_copies(t *testing.T) {
 		t.Errorf("save over an existing instance with Expected 0: %v, want ErrConflict", err)
 	}
 	again.Version = 2
-	if err := save(t, s, again, 0); err != nil {
+	if err := saveLimited(t, s, again, 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, found, _ := s.Load(ctx, "T", "missing"); found {
@@ -63,7 +63,7 @@ func TestMemoryStore_versions_and_copies(t *testing.T) {
 func TestMemoryStore_history_is_bounded(t *testing.T) {
 	s := sagas.NewMemoryStore()
 	for v := int64(1); v <= 5; v++ {
-		if err := save(t, s, sagas.Instance{Type: "T", ID: "1", Version: v}, 3); err != nil {
+		if err := saveLimited(t, s, sagas.Instance{Type: "T", ID: "1", Version: v}, 3); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -80,12 +80,12 @@ func TestMemoryStore_indexes(t *testing.T) {
 	ctx := context.Background()
 	s := sagas.NewMemoryStore()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	_ = save(t, s, sagas.Instance{Type: "T", ID: "a", Version: 1, StartedAt: t0.Add(time.Hour),
+	_ = saveLimited(t, s, sagas.Instance{Type: "T", ID: "a", Version: 1, StartedAt: t0.Add(time.Hour),
 		Pending:  []sagas.PendingMessage{{UUID: "u1"}, {UUID: "u2"}},
 		Timeouts: []sagas.Timeout{{ID: "late", Due: t0.Add(2 * time.Minute)}, {ID: "early", Due: t0.Add(time.Minute)}}}, 0)
-	_ = save(t, s, sagas.Instance{Type: "T", ID: "b", Version: 1, StartedAt: t0, Outcome: sagas.OutcomeCompleted}, 0)
-	_ = save(t, s, sagas.Instance{Type: "T", ID: "c", Version: 1, StartedAt: t0.Add(2 * time.Hour)}, 0)
-	_ = save(t, s, sagas.Instance{Type: "Other", ID: "a", Version: 1, Pending: []sagas.PendingMessage{{UUID: "x"}}}, 0)
+	_ = saveLimited(t, s, sagas.Instance{Type: "T", ID: "b", Version: 1, StartedAt: t0, Outcome: sagas.OutcomeCompleted}, 0)
+	_ = saveLimited(t, s, sagas.Instance{Type: "T", ID: "c", Version: 1, StartedAt: t0.Add(2 * time.Hour)}, 0)
+	_ = saveLimited(t, s, sagas.Instance{Type: "Other", ID: "a", Version: 1, Pending: []sagas.PendingMessage{{UUID: "x"}}}, 0)
 
 	if ids, _ := s.WithPending(ctx, "T", 10); fmt.Sprint(ids) != "[a]" {
 		t.Errorf("WithPending = %v, want [a]", ids)
@@ -140,4 +140,10 @@ func TestMemoryStore_lock(t *testing.T) {
 	if ok, _ := s.TryLock(ctx, "T", "1", "c", time.Second); !ok {
 		t.Fatal("cannot take a released lock")
 	}
+}
+
+// The in-memory store meets the same contract as the Redis one.
+func TestMemoryStore_conformance(t *testing.T) {
+	t.Parallel()
+	testStore(t, func(*testing.T) sagas.Store { return sagas.NewMemoryStore() })
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/internal/testsvc"
 	"github.com/cqrs-ddd/watermill-observability/sagas"
 )
 
@@ -176,4 +178,57 @@ func TestManager_poison_timeout_step_fails_the_instance(t *testing.T) {
 			"timeout:payment awaiting_payment->awaiting_payment(failed)",
 		)
 	})
+}
+
+// An instance whose stored record does not load (a damaged hash field, not
+// the state) cannot be marked failed: the event is nacked MaxFailures-1
+// times, then acknowledged with an error log line and a
+// saga.instance.corrupt notification, so that it does not block its saga
+// type.
+func TestManager_corrupt_instance_gives_up_on_the_event(t *testing.T) {
+	client, prefix := testsvc.RedisPrefix(t)
+	store := newRedisStore(t, client, sagas.RedisStoreConfig{Prefix: prefix})
+	w := newWorld(t, store)
+	logs := &logBuffer{}
+	cfg := w.config()
+	cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	ops := &opRecorder{}
+	cfg.Registry.MustRegister(hooks.HookFunc(ops.hook), hooks.WithOperations("saga.instance.corrupt"))
+	_, res := w.manager(cfg, orderSaga(), true)
+
+	w.publish("8b1f0c35-0000-4000-8000-000000000071", "corr-7", &OrderPlaced{OrderID: "o-7", Amount: slowPayment})
+	w.waitStatus("o-7", "awaiting_payment")
+
+	ctx := context.Background()
+	keys, err := client.Keys(ctx, prefix+"*inst:o-7").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("instance key: %v %v", keys, err)
+	}
+	if err := client.HSet(ctx, keys[0], "version", "not a number").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	const paid = "8b1f0c35-0000-4000-8000-000000000072"
+	w.publish(paid, "corr-7", &PaymentCharged{OrderID: "o-7"})
+	eventually(t, "event acked", func() bool { return res.acked(paid) })
+	outs := res.of(paid)
+	if len(outs) != 3 || !errors.Is(outs[0], sagas.ErrPoison) || outs[1] == nil || outs[2] != nil {
+		t.Errorf("handler results = %v, want two nacks wrapping ErrPoison and an ack", outs)
+	}
+	var corrupt *sagas.CorruptInstanceError
+	if len(outs) > 0 && (!errors.As(outs[0], &corrupt) || corrupt.Field != "version" || corrupt.ID != "o-7") {
+		t.Errorf("error %v, want a CorruptInstanceError for field version of o-7", outs[0])
+	}
+	assertLogged(t, logs.String(), "ERROR", map[string]any{
+		"saga.type": sagaType, "saga.id": "o-7", "event.id": paid, "saga.corrupt_field": "version",
+	}, "corrupt")
+	if err := cfg.Registry.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := ops.named("saga.instance.corrupt"); len(got) != 1 {
+		t.Errorf("saga.instance.corrupt notifications = %d, want 1", len(got))
+	}
+	if n := len(w.handled("ShipOrder")); n != 0 {
+		t.Errorf("ShipOrder handled %d times", n)
+	}
 }

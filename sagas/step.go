@@ -64,6 +64,13 @@ func (m *Manager) apply(ctx context.Context, s *saga, id string, tr trigger, wai
 func (m *Manager) attempt(ctx context.Context, s *saga, id string, tr trigger, conflicts int, lockWait time.Duration, log *slog.Logger) error {
 	inst, found, err := m.cfg.Store.Load(ctx, s.typ, id)
 	if err != nil {
+		var corrupt *CorruptInstanceError
+		if errors.As(err, &corrupt) {
+			// Retrying cannot cure it, and no failure can be saved on an
+			// instance that does not load: handleEvent gives up on the
+			// event after MaxFailures attempts.
+			return fmt.Errorf("sagas: cannot load %s %s: %w: %w", s.typ, id, ErrPoison, err)
+		}
 		return fmt.Errorf("sagas: cannot load %s %s: %w", s.typ, id, err)
 	}
 	if !found {

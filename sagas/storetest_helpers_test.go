@@ -13,10 +13,9 @@ import (
 
 // Fixtures and assertions of the Store conformance suite (testStore).
 
-const (
-	sagaType  = "OrderSaga"
-	otherType = "ShippingSaga"
-)
+// otherType is a second saga type; sagaType ("OrderSaga") is the order
+// saga's (fixture_test.go).
+const otherType = "ShippingSaga"
 
 // base is a millisecond-aligned time the tests build their times from.
 var base = time.Date(2026, 3, 4, 5, 6, 7, 8_000_000, time.UTC)
