@@ -45,6 +45,7 @@ const (
 	envRedis   = "SAGAS_FLOW_REDIS" // comma-separated: more than one is a cluster
 	envTimeout = "SAGAS_FLOW_PAYMENT_TIMEOUT"
 	envLink    = "SAGAS_FLOW_LINK_TIMEOUTS" // "1": timeout steps start linked traces
+	envCrashOn = "SAGAS_FLOW_CRASH_ON"      // a command type: the worker SIGKILLs itself instead of publishing it
 )
 
 // Claim settings short enough that a dead worker's entries move on within
@@ -147,6 +148,10 @@ func runFlowWorker(name string) error {
 		return err
 	}
 	pub := watermillobs.NewPublisher(rawPub, tel.opts...)
+	var sagaPub message.Publisher = pub
+	if cmd := os.Getenv(envCrashOn); cmd != "" {
+		sagaPub = crashingPublisher{Publisher: pub, commandType: cmd}
+	}
 	subscriber := func(group string) (message.Subscriber, error) {
 		return redisstream.NewSubscriber(redisstream.SubscriberConfig{
 			Client:                        client,
@@ -248,7 +253,7 @@ func runFlowWorker(name string) error {
 	}
 	m, err := sagas.NewManager(sagas.Config{
 		Store:                store,
-		Publisher:            pub,
+		Publisher:            sagaPub,
 		Marshaler:            marshaler,
 		GenerateCommandTopic: topics.command,
 		Process:              name,
@@ -281,6 +286,24 @@ func runFlowWorker(name string) error {
 	fmt.Println("ready")
 	<-ctx.Done()
 	return <-runErr
+}
+
+// crashingPublisher kills its own process with SIGKILL when asked to
+// publish a command of commandType: the crash between a step's save and
+// the publishing of its commands.
+type crashingPublisher struct {
+	message.Publisher
+	commandType string
+}
+
+func (p crashingPublisher) Publish(topic string, msgs ...*message.Message) error {
+	for _, m := range msgs {
+		if m.Metadata.Get("name") == p.commandType {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way
+		}
+	}
+	return p.Publisher.Publish(topic, msgs...)
 }
 
 // flowWorker is a running worker process.
@@ -697,4 +720,82 @@ func TestMultiProcess_order_saga_cluster(t *testing.T) {
 	t.Parallel()
 	cluster := testsvc.RedisCluster(t)
 	runFlow(t, cluster, cluster.Options().Addrs, "flow:", 100, true)
+}
+
+// TestMultiProcess_crash_between_save_and_publish kills a worker (SIGKILL,
+// by itself) right after it saved the step that ships an order and before
+// it published the ShipOrder command; the recovery worker of another
+// process publishes the saved command, and it takes effect once.
+func TestMultiProcess_crash_between_save_and_publish(t *testing.T) {
+	t.Parallel()
+	client, prefix := testsvc.RedisPrefix(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	env := []string{
+		envPrefix + "=" + prefix,
+		envRedis + "=" + testsvc.RedisAddr(),
+		envTimeout + "=" + flowPaymentTimeout.String(),
+	}
+	crashing := startFlowWorker(t, "crashing", append(env, envSpans+"="+filepath.Join(dir, "crashing.jsonl"), envCrashOn+"=ShipOrder"))
+
+	rawPub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: client}, watermill.NopLogger{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ebc := flowTopics{prefix}.eventBus()
+	events, err := cqrs.NewEventBusWithConfig(rawPub, ebc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "order-crash"
+	if err := events.Publish(ctx, &OrderPlaced{OrderID: id, Amount: 100}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-crashing.done:
+		t.Logf("worker crashing ended: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("worker did not crash\n%s", crashing.stderr)
+	}
+
+	store, err := sagas.NewRedisStore(client, sagas.RedisStoreConfig{Prefix: prefix + "saga:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, found, err := store.Load(ctx, sagaType, id)
+	if err != nil || !found {
+		t.Fatalf("instance: found %v, %v", found, err)
+	}
+	if inst.Status != "shipping" || len(inst.Pending) != 1 || inst.Pending[0].Metadata["name"] != "ShipOrder" {
+		t.Fatalf("after the crash: status %q, pending %+v; want shipping with the ShipOrder command saved", inst.Status, inst.Pending)
+	}
+	saved := inst.Pending[0].UUID
+
+	// Another process: its recovery publishes the saved command; the
+	// saga goes on to the end.
+	survivor := startFlowWorker(t, "survivor", append(env, envSpans+"="+filepath.Join(dir, "survivor.jsonl")))
+	eventually(t, "the saga completed", func() bool {
+		inst, _, err := store.Load(ctx, sagaType, id)
+		return err == nil && inst.Outcome == sagas.OutcomeCompleted
+	})
+	survivor.stop(t)
+
+	uuids, counts := effectKeys(prefix, id)
+	got, err := client.HGetAll(ctx, counts).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"ReserveStock": "1", "ChargePayment": "1", "ShipOrder": "1"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("command effects %v, want %v", got, want)
+	}
+	if ok, err := client.SIsMember(ctx, uuids, saved).Result(); err != nil || !ok {
+		t.Errorf("the ShipOrder that took effect is not the saved one (%s): %v %v", saved, ok, err)
+	}
+	recs, err := store.History(ctx, sagaType, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := recs[len(recs)-1]; last.Process != "survivor" || last.ToState != "shipped" {
+		t.Errorf("last step %+v, want shipped by the survivor", last)
+	}
 }
