@@ -3,6 +3,7 @@ package sagas_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -17,6 +18,8 @@ func TestManager_locked_instance_nacks_until_the_lock_expires(t *testing.T) {
 		w := newWorld(t, newStore(t))
 		cfg := w.config()
 		cfg.LockWait = 10 * time.Millisecond
+		logs := &logBuffer{}
+		cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 		m, res := w.manager(cfg, orderSaga(), true)
 		ctx := context.Background()
 		ok, err := w.store.TryLock(ctx, sagaType, "o-9", "a-dead-process", 300*time.Millisecond)
@@ -40,5 +43,8 @@ func TestManager_locked_instance_nacks_until_the_lock_expires(t *testing.T) {
 			t.Errorf("last result %v, want an ack", outs[len(outs)-1])
 		}
 		wantSteps(t, history(t, m, "o-9"), happySteps...)
+		assertLogged(t, logs.String(), "WARN", map[string]any{
+			"saga.type": sagaType, "saga.id": "o-9", "event.id": placed, "attempt": float64(1),
+		}, "lock not acquired")
 	})
 }
