@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -696,6 +697,10 @@ func checkFlowTraces(t *testing.T, dir string, store sagas.Store, n int, rootTra
 		}
 		sampled++
 	}
+	if testing.Verbose() {
+		// The trace of one order that timed out, as a tree.
+		logTraceTree(t, spans, rootTrace[flowOrderID(4)])
+	}
 	if linkTimeouts && linked == 0 {
 		t.Errorf("no timeout step among the sampled sagas")
 	}
@@ -798,4 +803,39 @@ func TestMultiProcess_crash_between_save_and_publish(t *testing.T) {
 	if last := recs[len(recs)-1]; last.Process != "survivor" || last.ToState != "shipped" {
 		t.Errorf("last step %+v, want shipped by the survivor", last)
 	}
+}
+
+// logTraceTree logs the spans of a trace as a tree, with their processes.
+func logTraceTree(t *testing.T, spans []spanfile.Span, trace string) {
+	t.Helper()
+	children := make(map[string][]spanfile.Span)
+	var roots []spanfile.Span
+	for _, s := range spans {
+		if s.TraceID != trace {
+			continue
+		}
+		if s.ParentID == "" {
+			roots = append(roots, s)
+		} else {
+			children[s.ParentID] = append(children[s.ParentID], s)
+		}
+	}
+	var b strings.Builder
+	var walk func(s spanfile.Span, depth int)
+	walk = func(s spanfile.Span, depth int) {
+		extra := ""
+		if st := s.Attrs["saga.to_state"]; st != "" {
+			extra = fmt.Sprintf(" step=%s %s->%s (%s)", s.Attrs["saga.step"], s.Attrs["saga.from_state"], st, s.Attrs["saga.outcome"])
+		}
+		fmt.Fprintf(&b, "%s%s [%s]%s\n", strings.Repeat("  ", depth), s.Name, s.Process, extra)
+		kids := children[s.SpanID]
+		slices.SortFunc(kids, func(a, b spanfile.Span) int { return a.Start.Compare(b.Start) })
+		for _, c := range kids {
+			walk(c, depth+1)
+		}
+	}
+	for _, r := range roots {
+		walk(r, 0)
+	}
+	t.Logf("trace %s:\n%s", trace, b.String())
 }
