@@ -23,13 +23,22 @@ var errBatchRolledBack = errors.New("outbox: batch transaction rolled back; its 
 // their batch: one subscriber query is one transaction, which reads up to
 // SubscribeBatchSize rows, hands their messages to the forwarder one at a
 // time, saves the position and commits.
-type batchBeginner struct{ wmsql.Beginner }
+// It also reports the database becoming unreachable and reachable again,
+// once each, since watermill-sql only retries.
+type batchBeginner struct {
+	wmsql.Beginner
+	f *Forwarder
+}
 
 func (b batchBeginner) BeginTx(ctx context.Context, opts *sql.TxOptions) (wmsql.Tx, error) {
 	tx, err := b.Beginner.BeginTx(ctx, opts)
 	if err != nil {
+		if ctx.Err() == nil {
+			b.f.dbState(ctx, err)
+		}
 		return tx, err
 	}
+	b.f.dbState(ctx, nil)
 	return &batchTx{Tx: tx, done: make(chan struct{})}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -145,6 +146,28 @@ type Forwarder struct {
 	failed failedSet
 
 	closeOnce sync.Once
+
+	// dbDown is set while the database cannot be reached.
+	dbDown atomic.Bool
+}
+
+// ErrDatabaseUnreachable is wrapped by the error the forwarder logs when
+// it cannot begin a transaction on the outbox's database.
+var ErrDatabaseUnreachable = errors.New("outbox: database unreachable")
+
+// dbState logs a change of the database's reachability: err != nil when a
+// transaction could not begin.
+func (f *Forwarder) dbState(ctx context.Context, err error) {
+	if err != nil {
+		if f.dbDown.CompareAndSwap(false, true) {
+			f.o.cfg.Logger.ErrorContext(ctx, "outbox: forwarder cannot read the outbox; retrying every RetryInterval",
+				slog.String(AttrOutboxTopic, f.o.cfg.Topic), slog.Any("error", fmt.Errorf("%w: %w", ErrDatabaseUnreachable, err)))
+		}
+		return
+	}
+	if f.dbDown.CompareAndSwap(true, false) {
+		f.o.cfg.Logger.InfoContext(ctx, "outbox: forwarder reads the outbox again", slog.String(AttrOutboxTopic, f.o.cfg.Topic))
+	}
 }
 
 // NewForwarder returns a Forwarder of the outbox configured by cfg. It
@@ -156,7 +179,7 @@ func (o *Outbox) NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
 	}
 	f := &Forwarder{o: o, cfg: cfg, failed: newFailedSet(maxFailedTracked)}
 	ack := cfg.AckDeadline
-	sub, err := wmsql.NewSubscriber(batchBeginner{Beginner: cfg.DB}, wmsql.SubscriberConfig{
+	sub, err := wmsql.NewSubscriber(batchBeginner{Beginner: cfg.DB, f: f}, wmsql.SubscriberConfig{
 		ConsumerGroup:  o.cfg.ConsumerGroup,
 		AckDeadline:    &ack,
 		PollInterval:   cfg.PollInterval,
