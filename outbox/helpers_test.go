@@ -314,3 +314,5 @@ func (l *logs) find(sub string) string {
 	}
 	return ""
 }
+
+func wmsqlStd(db *sql.DB) wmsql.Beginner { return wmsql.BeginnerFromStdSQL(db) }
