@@ -146,6 +146,7 @@ type Forwarder struct {
 	failed failedSet
 
 	closeOnce sync.Once
+	closed    chan struct{}
 
 	// dbDown is set while the database cannot be reached.
 	dbDown atomic.Bool
@@ -177,7 +178,7 @@ func (o *Outbox) NewForwarder(cfg ForwarderConfig) (*Forwarder, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid forwarder config: %w", err)
 	}
-	f := &Forwarder{o: o, cfg: cfg, failed: newFailedSet(maxFailedTracked)}
+	f := &Forwarder{o: o, cfg: cfg, failed: newFailedSet(maxFailedTracked), closed: make(chan struct{})}
 	ack := cfg.AckDeadline
 	sub, err := wmsql.NewSubscriber(batchBeginner{Beginner: cfg.DB, f: f}, wmsql.SubscriberConfig{
 		ConsumerGroup:  o.cfg.ConsumerGroup,
@@ -215,13 +216,53 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-f.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
 	if f.cfg.Retention > 0 {
 		wg.Go(func() { f.cleanupLoop(ctx) })
+	}
+	if err := f.waitForDatabase(ctx); err != nil {
+		cancel()
+		wg.Wait()
+		return nil // cancelled or closed while waiting: nothing ran
 	}
 	err := f.fwd.Run(ctx)
 	cancel()
 	wg.Wait()
 	return err
+}
+
+// waitForDatabase writes the forwarder's starting position (the row that
+// watermill-sql's Subscribe would insert) until it succeeds, so that a
+// database unreachable at startup delays Run instead of ending it. It
+// returns ctx's error if ctx ends first.
+func (f *Forwarder) waitForDatabase(ctx context.Context) error {
+	retry := f.cfg.RetryInterval
+	if retry <= 0 {
+		retry = time.Second
+	}
+	q := `INSERT INTO ` + f.o.tables.offsets + ` (consumer_group, offset_acked, last_processed_transaction_id) VALUES ($1, 0, '0') ON CONFLICT DO NOTHING`
+	for {
+		_, err := f.cfg.DB.ExecContext(ctx, q, f.o.cfg.ConsumerGroup)
+		if err == nil {
+			f.dbState(ctx, nil)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		f.dbState(ctx, err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(retry):
+		}
+	}
 }
 
 // Running is closed once the forwarder reads the outbox.
@@ -232,7 +273,10 @@ func (f *Forwarder) Running() <-chan struct{} { return f.fwd.Running() }
 // the next forwarder (at-least-once, with their UUIDs).
 func (f *Forwarder) Close() error {
 	var err error
-	f.closeOnce.Do(func() { err = errors.Join(f.fwd.Close(), f.sub.Close()) })
+	f.closeOnce.Do(func() {
+		close(f.closed)
+		err = errors.Join(f.fwd.Close(), f.sub.Close())
+	})
 	return err
 }
 

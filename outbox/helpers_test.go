@@ -316,3 +316,5 @@ func (l *logs) find(sub string) string {
 }
 
 func wmsqlStd(db *sql.DB) wmsql.Beginner { return wmsql.BeginnerFromStdSQL(db) }
+
+func sqlOpen(dsn string) (*sql.DB, error) { return sql.Open("pgx", dsn) }
