@@ -251,8 +251,10 @@ func TestBacklog_counts_rows_held_back_by_an_open_transaction(t *testing.T) {
 	}
 	first := message.NewMessage("first-0000000000000000000000000", []byte(`{}`))
 	e.saveOne(o, topic, first)
-	if b, err := o.Backlog(context.Background(), db); err != nil || b.Messages != 1 || b.HeldBack != 0 || b.Oldest.IsZero() {
-		t.Fatalf("before the first Subscribe: %+v, %v; want 1 message, none held back", b, err)
+	// (HeldBack is not checked here: pg_snapshot_xmin is shared by the
+	// whole server, and parallel tests have transactions open.)
+	if b, err := o.Backlog(context.Background(), db); err != nil || b.Messages != 1 || b.Oldest.IsZero() {
+		t.Fatalf("before the first Subscribe: %+v, %v; want 1 message", b, err)
 	}
 
 	// An open transaction with a transaction ID holds back every row
@@ -286,7 +288,7 @@ func TestBacklog_counts_rows_held_back_by_an_open_transaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitStream(topic, map[string]bool{held[0].UUID: true, held[1].UUID: true})
-	e.waitBacklog(o, "empty", func(b outbox.Backlog) bool { return b.Messages == 0 && b.HeldBack == 0 })
+	e.waitBacklog(o, "empty", func(b outbox.Backlog) bool { return b.Messages == 0 })
 }
 
 func TestCleanup_deletes_only_forwarded_rows_past_retention(t *testing.T) {
