@@ -296,4 +296,3 @@ func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 		m.Collect(ch)
 	}
 }
-
