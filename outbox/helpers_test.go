@@ -26,7 +26,7 @@ const waitFor = 60 * time.Second
 
 // env is one test's PostgreSQL schema and Redis prefix.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	db     *sql.DB // the test's schema, application_name of its own
 	app    string  // that application_name
 	schema string
@@ -34,7 +34,7 @@ type env struct {
 	prefix string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	_, schema := testsvc.Postgres(t)
 	client, prefix := testsvc.RedisPrefix(t)
