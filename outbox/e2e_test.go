@@ -14,7 +14,6 @@ import (
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/contract"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
@@ -235,14 +234,4 @@ func TestForwarder_recovers_from_killed_backends(t *testing.T) {
 	e.waitStream(topic, want)
 	e.waitBacklog(o, "empty", func(b outbox.Backlog) bool { return b.Messages == 0 })
 	checkArrivals(t, e.readStream(topic), committed, rolled)
-}
-
-// spanIDs is for the messages in a trace.
-func traceIDOf(tp string) trace.TraceID {
-	parts := strings.Split(tp, "-")
-	if len(parts) != 4 {
-		return trace.TraceID{}
-	}
-	id, _ := trace.TraceIDFromHex(parts[1])
-	return id
 }
