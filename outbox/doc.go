@@ -68,8 +68,8 @@
 //     outbox.time_in_outbox as a time.Duration). Its span is a new root
 //     linked to the saved span context ([ForwardLinked], the default) or its
 //     child ([ForwardChild]); either way the span shows
-//     outbox.time_in_outbox_ms. watermillobs' default trace profile does not
-//     include it: add "outbox.forward.*" to the operations to trace it.
+//     outbox.time_in_outbox_ms. watermillobs' default trace profile
+//     includes it.
 //   - outbox.dead_letter: moving an undecodable envelope aside (message.id,
 //     error).
 //   - outbox.buffered.publish: one Publish of a BufferedPublisher, until its

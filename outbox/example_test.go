@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -34,10 +33,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	reg := hooks.NewRegistry()
-	if _, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{
-		Registry:   reg,
-		Operations: append(slices.Clone(watermillobs.DefaultFrameworkTraceOperations), "outbox.forward.*"),
-	}); err != nil {
+	if _, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: reg}); err != nil {
 		log.Fatal(err)
 	}
 	metrics, err := promobs.NewOutboxMetrics(prometheus.DefaultRegisterer, promobs.OutboxMetricsConfig{})

@@ -29,8 +29,8 @@ func TestForwarder_consumer_continues_the_saving_transactions_trace(t *testing.T
 			sr := tracetest.NewSpanRecorder()
 			tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
 			reg := hooks.NewRegistry()
-			ops := append(append([]string(nil), watermillobs.DefaultFrameworkTraceOperations...), "outbox.forward.*")
-			reg.MustRegister(watermillobs.NewSpanHook(watermillobs.WithTracerProvider(tp)), hooks.WithOperations(ops...))
+			// The default profile traces the forward.
+			reg.MustRegister(watermillobs.NewSpanHook(watermillobs.WithTracerProvider(tp)), hooks.WithOperations(watermillobs.DefaultFrameworkTraceOperations...))
 			o := e.newOutbox(outbox.Config{Registry: reg, Propagator: w3c})
 			topic := e.prefix + "orders"
 

@@ -30,6 +30,9 @@ var DefaultFrameworkTraceOperations = []string{
 	"outbox.process_batch",
 	"outbox.retry_failed",
 	"outbox.save_events",
+	// Ours: the forward of a saved message, linked to the context it was
+	// saved with, with the time it spent in the outbox.
+	"outbox.forward.*",
 	"saga.run.*",
 	"saga.recovery.*",
 	"scheduler.dispatch.batch",

@@ -32,10 +32,11 @@ func hookSpanNames(t *testing.T, reg *hooks.Registry, sr *tracetest.SpanRecorder
 }
 
 func TestDefaultFrameworkTraceOperations(t *testing.T) {
-	// The reference's production profile, verbatim.
+	// The reference's production profile, plus outbox.forward.*: the span
+	// of the hop out of the outbox.
 	want := []string{
 		"uow.*", "event.dispatch.*", "publisher.publish.*", "consumer.consume.*",
-		"outbox.process_batch", "outbox.retry_failed", "outbox.save_events",
+		"outbox.process_batch", "outbox.retry_failed", "outbox.save_events", "outbox.forward.*",
 		"saga.run.*", "saga.recovery.*",
 		"scheduler.dispatch.batch", "scheduler.worker.process",
 		"event_sourcing.mediator.*", "persistence_orchestrator.orchestrate",

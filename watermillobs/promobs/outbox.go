@@ -193,20 +193,6 @@ func (m *OutboxMetrics) topic(op hooks.Operation) string {
 	return m.c.topics.value(labelValue(v.String()))
 }
 
-func intAttr(op hooks.Operation, key string) (int64, bool) {
-	v, ok := op.Attr(key)
-	if !ok {
-		return 0, false
-	}
-	switch v.Kind() {
-	case slog.KindInt64:
-		return v.Int64(), true
-	case slog.KindUint64:
-		return int64(v.Uint64()), true
-	}
-	return 0, false
-}
-
 // outboxCollector holds the outbox metrics as one Collector, so that a
 // second NewOutboxMetrics on a registry finds and shares it whole.
 type outboxCollector struct {
