@@ -29,7 +29,7 @@ import (
 // the commands and the release, on a RedisStore. The events arrive through
 // an EventGroupProcessor on GoChannel, one at a time (the publisher waits
 // for the ack), so the figure is the latency of a step; the commands go to
-// a publisher that drops them.
+// a publisher that drops them. Steps per second = 4e9 / (ns/op).
 //
 //   - off: no instrumentation at all.
 //   - default_profile: what README sets up: Instrument on the router, the
@@ -135,7 +135,6 @@ func benchSagaSteps(b *testing.B, instrumented bool) {
 		publish(&OrderShipped{OrderID: id})
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(4*b.N)/b.Elapsed().Seconds(), "steps/s")
 	// Every saga ended: the benchmark measured whole sagas.
 	inst, _, err := store.Load(context.Background(), sagaType, fmt.Sprintf("order-%d", b.N-1))
 	if err != nil || inst.Outcome != sagas.OutcomeCompleted {
