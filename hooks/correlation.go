@@ -3,9 +3,10 @@ package hooks
 import (
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
+
+	"github.com/cqrs-ddd/watermill-observability/internal/uuidtext"
 )
 
 // NewCorrelationID returns a random (version 4) UUID in its canonical
@@ -18,19 +19,7 @@ func NewCorrelationID() string {
 	var u [16]byte
 	binary.LittleEndian.PutUint64(u[:8], rand.Uint64())
 	binary.LittleEndian.PutUint64(u[8:], rand.Uint64())
-	u[6] = u[6]&0x0f | 0x40 // version 4
-	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
-	var s [36]byte
-	hex.Encode(s[0:8], u[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], u[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], u[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], u[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], u[10:])
-	return string(s[:])
+	return uuidtext.Format(u, 4)
 }
 
 // The two IDs share one context node, which holds them itself: handing

@@ -3,7 +3,6 @@ package sagas
 import (
 	"context"
 	"crypto/sha1"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -15,6 +14,7 @@ import (
 	"github.com/cqrs-ddd/watermill-observability/contract"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/uuidtext"
 )
 
 // stamp turns a step's commands into complete messages, as saved and later
@@ -106,17 +106,5 @@ func derivedUUID(typ, id, kind string, version int64, index int) string {
 	}
 	var u [16]byte
 	copy(u[:], h.Sum(nil))
-	u[6] = u[6]&0x0f | 0x50 // version 5
-	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
-	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:], u[10:16])
-	return string(b[:])
+	return uuidtext.Format(u, 5)
 }

@@ -3,12 +3,12 @@ package sagas_test
 import (
 	"context"
 	"crypto/sha1"
-	"fmt"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/components/cqrs"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cqrs-ddd/watermill-observability/internal/uuidtext"
 	"github.com/cqrs-ddd/watermill-observability/sagas"
 )
 
@@ -105,9 +105,7 @@ func effectKeys(prefix, orderID string) (uuids, counts string) {
 // same event, which the saga then applies once.
 func replyUUID(commandUUID string) string {
 	h := sha1.Sum([]byte("reply:" + commandUUID))
-	h[6] = h[6]&0x0f | 0x50
-	h[8] = h[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+	return uuidtext.Format([16]byte(h[:16]), 5)
 }
 
 // setReplyUUID is an EventBusConfig.OnPublish that gives an event published

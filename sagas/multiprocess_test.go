@@ -312,7 +312,7 @@ type flowWorker struct {
 	name   string
 	cmd    *exec.Cmd
 	done   chan error
-	stderr *strings.Builder
+	stderr *logBuffer
 }
 
 // startFlowWorker starts a worker and waits until its router runs.
@@ -324,8 +324,8 @@ func startFlowWorker(t *testing.T, name string, env []string) *flowWorker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &flowWorker{name: name, cmd: cmd, done: make(chan error, 1), stderr: &strings.Builder{}}
-	cmd.Stderr = &lockedWriter{w: w.stderr}
+	w := &flowWorker{name: name, cmd: cmd, done: make(chan error, 1), stderr: &logBuffer{}}
+	cmd.Stderr = w.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("cannot start worker %s: %v", name, err)
 	}
@@ -378,17 +378,6 @@ func (w *flowWorker) kill(t *testing.T) {
 		t.Fatalf("cannot kill worker %s: %v", w.name, err)
 	}
 	<-w.done
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // flowOrderID names the i-th order; every fifth one takes the timeout path.
