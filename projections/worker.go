@@ -1,0 +1,262 @@
+package projections
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/cqrs-ddd/watermill-observability/contract"
+	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+)
+
+// A Worker runs a [Projection] over streams: see the package
+// documentation. Its methods are safe for concurrent use.
+type Worker struct {
+	cfg  Config
+	name string
+	prop *contract.Propagation
+
+	mu sync.Mutex
+	// owned marks the partitions this worker runs now.
+	owned []bool
+	// stopErr is the error that stopped the worker (poison, gap), if any.
+	stopErr error
+}
+
+// NewWorker returns a Worker configured by cfg.
+func NewWorker(cfg Config) (*Worker, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("projections: invalid config: %w", err)
+	}
+	cfg.Streams = append([]string(nil), cfg.Streams...)
+	if cfg.Member == "" {
+		cfg.Member = randomToken()
+	}
+	return &Worker{
+		cfg:   cfg,
+		name:  cfg.Projection.Name(),
+		prop:  contract.NewPropagation(contract.PropagationConfig{Propagator: cfg.Propagator, Logger: cfg.Logger}),
+		owned: make([]bool, cfg.Partitions),
+	}, nil
+}
+
+// Name returns the projection's name.
+func (w *Worker) Name() string { return w.name }
+
+// Partitions returns the number of partitions.
+func (w *Worker) Partitions() int { return w.cfg.Partitions }
+
+// Owned returns the indexes of the partitions this worker runs now.
+func (w *Worker) Owned() []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []int
+	for i, ok := range w.owned {
+		if ok {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// Err returns the error that stopped the worker ([*PoisonError],
+// [*GapError]), or nil while it runs or after a clean stop.
+func (w *Worker) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stopErr
+}
+
+func (w *Worker) setOwned(i int, ok bool) {
+	w.mu.Lock()
+	w.owned[i] = ok
+	w.mu.Unlock()
+}
+
+func randomToken() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (w *Worker) registry(ctx context.Context) *hooks.Registry {
+	if w.cfg.Hooks != nil {
+		return w.cfg.Hooks
+	}
+	return hooks.FromContext(ctx)
+}
+
+// Run runs the worker until ctx is done (it then returns ctx's error) or a
+// policy stops it (it returns a [*PoisonError] or [*GapError], also kept
+// in Err). Without a Leaser it runs every partition; with one, it takes
+// its share of the partitions not owned by live workers, renews their
+// leases, and hands over any above its share. Transient Redis errors are
+// logged and retried. Run may be called again after it returns.
+func (w *Worker) Run(ctx context.Context) error {
+	ctx = hooks.WithRegistry(ctx, w.registry(ctx))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w.mu.Lock()
+	w.stopErr = nil
+	w.mu.Unlock()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	start := func(i int, token string) *partitionRun {
+		pctx, pcancel := context.WithCancel(ctx)
+		r := &partitionRun{cancel: pcancel, done: make(chan struct{}), token: token}
+		w.setOwned(i, true)
+		wg.Go(func() {
+			defer close(r.done)
+			defer w.setOwned(i, false)
+			err := w.runPartition(pctx, Partition{Projection: w.name, Index: i}, token)
+			var gap *GapError
+			var poison *PoisonError
+			if errors.As(err, &gap) || errors.As(err, &poison) {
+				w.mu.Lock()
+				w.stopErr = err
+				w.mu.Unlock()
+				cancel(err)
+			}
+		})
+		return r
+	}
+
+	if w.cfg.Leaser == nil {
+		for i := range w.cfg.Partitions {
+			start(i, "")
+		}
+		<-ctx.Done()
+		return w.result(ctx)
+	}
+	w.own(ctx, start)
+	return w.result(ctx)
+}
+
+func (w *Worker) result(ctx context.Context) error {
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return ctx.Err()
+}
+
+// partitionRun is a partition this worker runs.
+type partitionRun struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	token  string
+}
+
+// own is the ownership loop: every quarter of the lease TTL it heartbeats,
+// renews its leases, releases partitions above its share (the live members
+// split the partitions evenly) and acquires free ones below it.
+func (w *Worker) own(ctx context.Context, start func(int, string) *partitionRun) {
+	ttl, n := w.cfg.LeaseTTL, w.cfg.Partitions
+	leaser := w.cfg.Leaser
+	runs := make(map[int]*partitionRun)
+	stop := func(i int) {
+		r := runs[i]
+		r.cancel()
+		<-r.done
+		delete(runs, i)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ttl)
+		defer cancel()
+		if err := leaser.Release(rctx, Partition{Projection: w.name, Index: i}, r.token); err != nil {
+			w.logError(ctx, "cannot release a partition lease; it expires by itself", err)
+		}
+	}
+	defer func() {
+		for i := range runs {
+			stop(i)
+		}
+	}()
+	// Start the search for free partitions at a place of our own, so that
+	// members starting together do not all race for partition 0.
+	first := PartitionOf(w.cfg.Member, n)
+	tick := time.NewTicker(max(ttl/4, time.Millisecond))
+	defer tick.Stop()
+	for {
+		// A run that ended by itself (lease lost) is forgotten.
+		for i, r := range runs {
+			select {
+			case <-r.done:
+				delete(runs, i)
+			default:
+			}
+		}
+		live, err := leaser.Heartbeat(ctx, w.name, w.cfg.Member, ttl)
+		if err != nil && ctx.Err() == nil {
+			w.logError(ctx, "cannot heartbeat; leases are kept until they expire", err)
+		}
+		for i, r := range runs {
+			ok, err := leaser.Renew(ctx, Partition{Projection: w.name, Index: i}, r.token, ttl)
+			if err == nil && !ok {
+				w.cfg.Logger.WarnContext(ctx, "projections: partition lease lost",
+					slog.String(attrProjection, w.name), slog.Int(attrPartition, i))
+				r.cancel()
+				<-r.done
+				delete(runs, i)
+			}
+		}
+		if err == nil && live > 0 {
+			share := (n + live - 1) / live
+			for i := n - 1; i >= 0 && len(runs) > share; i-- {
+				if _, ok := runs[i]; ok {
+					stop(i)
+				}
+			}
+			for k := 0; k < n && len(runs) < share && ctx.Err() == nil; k++ {
+				i := (first + k) % n
+				if _, ok := runs[i]; ok {
+					continue
+				}
+				token := randomToken()
+				ok, err := leaser.Acquire(ctx, Partition{Projection: w.name, Index: i}, token, ttl)
+				if err != nil {
+					w.logError(ctx, "cannot acquire a partition lease", err)
+					break
+				}
+				if ok {
+					runs[i] = start(i, token)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (w *Worker) logError(ctx context.Context, msg string, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	w.cfg.Logger.ErrorContext(ctx, "projections: "+msg,
+		slog.String(attrProjection, w.name),
+		slog.String(attrError, bound.String(err.Error(), bound.Error)))
+}
+
+// Hash returns the sink hash named hash of the read model, merged over the
+// partitions (fields of higher partitions win, which matters only if two
+// partitions write one field).
+func (w *Worker) Hash(ctx context.Context, hash string) (map[string]string, error) {
+	out := make(map[string]string)
+	for i := range w.cfg.Partitions {
+		m, err := w.cfg.Store.Hash(ctx, Partition{Projection: w.name, Index: i}, hash)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(out, m)
+	}
+	return out, nil
+}
