@@ -182,11 +182,21 @@ func (w *Worker) step(ctx context.Context, p Partition, token string, cp Checkpo
 	if reg.Enabled(opName) {
 		attrs = []slog.Attr{slog.String(attrProjection, w.name), slog.Int(attrPartition, p.Index), slog.Int(attrBatchSize, len(events))}
 	}
+	var stop error
 	err = contract.RunHooks(ctx, reg, opName, attrs, func(ctx context.Context) error {
 		c := Commit{Partition: p, Lease: token, From: cp, To: to}
 		var b Batch
 		if err := w.apply(ctx, p, events, &b, &c); err != nil {
-			return err
+			var poison *PoisonError
+			if !errors.As(err, &poison) {
+				return err
+			}
+			// Commit what came before the poison event, so that the
+			// checkpoint stops right before it.
+			stop = err
+			j := slices.IndexFunc(events, func(pe pending) bool { return pe.stream == poison.Stream && pe.entry.ID == poison.ID })
+			c.To = positionsThrough(cp, to, steps, events[:max(j, 0)])
+			to = c.To
 		}
 		c.Writes = b.writes
 		return w.commit(ctx, c, len(events))
@@ -195,7 +205,43 @@ func (w *Worker) step(ctx context.Context, p Partition, token string, cp Checkpo
 		return err
 	}
 	maps.Copy(cp, to)
-	return nil
+	return stop
+}
+
+// positionsThrough returns the checkpoint after applying only done, a
+// prefix of a batch whose full checkpoint is full.
+func positionsThrough(cp, full Checkpoint, steps []streamStep, done []pending) Checkpoint {
+	to := maps.Clone(cp)
+	for _, st := range steps {
+		s := st.batch.Stream
+		var n int
+		var last string
+		for _, pe := range done {
+			if pe.stream == s {
+				n++
+				last = pe.entry.ID
+			}
+		}
+		kept := 0
+		for _, e := range st.batch.Entries {
+			if compareIDs(e.ID, full[s].ID) <= 0 {
+				kept++
+			}
+		}
+		switch {
+		case n == kept:
+			to[s] = full[s]
+		case n > 0:
+			off := int64(-1)
+			if st.base >= 0 {
+				off = st.base + int64(n)
+			}
+			to[s] = Position{ID: last, Offset: off}
+		default:
+			to[s] = Position{ID: cp[s].ID, Offset: st.base}
+		}
+	}
+	return to
 }
 
 // checkGap compares what a snapshot read found after pos with what the

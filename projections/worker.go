@@ -260,3 +260,6 @@ func (w *Worker) Hash(ctx context.Context, hash string) (map[string]string, erro
 	}
 	return out, nil
 }
+
+// StreamNames returns the streams the worker reads.
+func (w *Worker) StreamNames() []string { return append([]string(nil), w.cfg.Streams...) }
