@@ -194,3 +194,28 @@ func sumModels(ms ...model) model {
 	}
 	return out
 }
+
+// addPoison adds an event (amount 1, account acct-0) marked poison=yes and
+// returns its entry ID and UUID.
+func addPoison(t testing.TB, client redis.Cmdable, stream string) (string, string) {
+	t.Helper()
+	msg := message.NewMessage(watermill.NewUUID(), []byte("1"))
+	msg.Metadata.Set(accountKey, "acct-0")
+	msg.Metadata.Set("poison", "yes")
+	values, err := redisstream.DefaultMarshallerUnmarshaller{}.Marshal(stream, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := client.XAdd(context.Background(), &redis.XAddArgs{Stream: stream, Values: values}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, msg.UUID
+}
+
+type redisXAdd struct {
+	stream string
+	values map[string]any
+}
+
+func (x redisXAdd) args() *redis.XAddArgs { return &redis.XAddArgs{Stream: x.stream, Values: x.values} }

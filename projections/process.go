@@ -12,37 +12,53 @@ import (
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
 )
 
-// apply handles the events of a batch that belong to p, collecting their
-// writes in b and their dead letters in c.
+// apply handles, in stream order, the events of a batch that belong to p,
+// collecting their writes in b and their dead letters in c.
 func (w *Worker) apply(ctx context.Context, p Partition, events []pending, b *Batch, c *Commit) error {
-	decoded := make([]Event, 0, len(events))
+	items := make([]item, 0, len(events))
+	first := -1
 	for _, pe := range events {
 		ev, err := decodeEntry(pe.stream, pe.entry)
 		if err != nil {
 			// Without a key, an undecodable entry belongs to partition 0,
 			// so that it is handled once.
-			if p.Index != 0 {
-				continue
-			}
-			ev = Event{Stream: pe.stream, ID: pe.entry.ID}
-			if err := w.poison(ctx, p, ev, 0, err, c); err != nil {
-				return err
+			if p.Index == 0 {
+				items = append(items, item{ev: Event{Stream: pe.stream, ID: pe.entry.ID}, err: err})
 			}
 			continue
 		}
 		if w.cfg.Partitions > 1 && PartitionOf(w.cfg.Key(ev), w.cfg.Partitions) != p.Index {
 			continue
 		}
-		decoded = append(decoded, ev)
+		if first < 0 {
+			first = len(items)
+		}
+		items = append(items, item{ev: ev})
 	}
-	if len(decoded) == 0 {
+	if len(items) == 0 {
 		return nil
 	}
-	if w.cfg.Spans == SpanPerBatch {
-		return w.applyBatch(ctx, p, decoded, b, c)
+	if w.cfg.Spans == SpanPerBatch && first >= 0 {
+		return w.applyBatch(ctx, p, items, items[first].ev, b, c)
 	}
-	for _, ev := range decoded {
-		if err := w.handle(ctx, p, ev, b, c, true); err != nil {
+	return w.applyItems(ctx, p, items, b, c, true)
+}
+
+// item is an entry to apply: a decoded event, or one that failed to decode.
+type item struct {
+	ev  Event
+	err error
+}
+
+func (w *Worker) applyItems(ctx context.Context, p Partition, items []item, b *Batch, c *Commit, perEvent bool) error {
+	for _, it := range items {
+		var err error
+		if it.err != nil {
+			err = w.poison(ctx, p, it.ev, 0, it.err, c)
+		} else {
+			err = w.handle(ctx, p, it.ev, b, c, perEvent)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -51,11 +67,14 @@ func (w *Worker) apply(ctx context.Context, p Partition, events []pending, b *Ba
 
 // applyBatch runs one projection.process operation for the whole batch, a
 // new root linked to the first event that carries a trace context.
-func (w *Worker) applyBatch(ctx context.Context, p Partition, events []Event, b *Batch, c *Commit) error {
+func (w *Worker) applyBatch(ctx context.Context, p Partition, items []item, first Event, b *Batch, c *Commit) error {
 	parent := trace.SpanContextFromContext(ctx)
 	bctx := ctx
-	for _, ev := range events {
-		if sc := trace.SpanContextFromContext(w.prop.ExtractTrace(ctx, ev.Metadata)); sc.IsValid() && !sc.Equal(parent) {
+	for _, it := range items {
+		if it.err != nil {
+			continue
+		}
+		if sc := trace.SpanContextFromContext(w.prop.ExtractTrace(ctx, it.ev.Metadata)); sc.IsValid() && !sc.Equal(parent) {
 			bctx = contract.WithLink(ctx, sc)
 			break
 		}
@@ -65,17 +84,12 @@ func (w *Worker) applyBatch(ctx context.Context, p Partition, events []Event, b 
 	var attrs []slog.Attr
 	if reg.Enabled(name) {
 		attrs = []slog.Attr{
-			slog.String(attrProjection, w.name), slog.String(attrEventType, events[0].Type()),
-			slog.Int(attrPartition, p.Index), slog.Int(attrBatchSize, len(events)),
+			slog.String(attrProjection, w.name), slog.String(attrEventType, first.Type()),
+			slog.Int(attrPartition, p.Index), slog.Int(attrBatchSize, len(items)),
 		}
 	}
 	return contract.RunHooks(bctx, reg, name, attrs, func(ctx context.Context) error {
-		for _, ev := range events {
-			if err := w.handle(ctx, p, ev, b, c, false); err != nil {
-				return err
-			}
-		}
-		return nil
+		return w.applyItems(ctx, p, items, b, c, false)
 	}, nil)
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cqrs-ddd/watermill-observability/contract"
@@ -223,9 +224,19 @@ func (s *RedisStore) DeadLetters(ctx context.Context, p Partition) ([]DeadLetter
 	out := make([]DeadLetter, 0, len(msgs))
 	for _, m := range msgs {
 		stream, _ := stringValue(m.Values["source_stream"])
-		ev, err := decodeEntry(stream, Entry{ID: m.ID, Values: m.Values})
-		if err != nil {
-			return nil, fmt.Errorf("cannot read dead letter %s of %s: %w", m.ID, p, err)
+		// An undecodable entry was dead-lettered without a UUID.
+		ev := Event{Stream: stream, Metadata: message.Metadata{}}
+		ev.UUID, _ = stringValue(m.Values[FieldUUID])
+		payload, _ := stringValue(m.Values[FieldPayload])
+		ev.Payload = []byte(payload)
+		if raw, _ := stringValue(m.Values[FieldMetadata]); raw != "" {
+			md, err := decodeMetadata([]byte(raw))
+			if err != nil {
+				return nil, fmt.Errorf("cannot read dead letter %s of %s: %w", m.ID, p, err)
+			}
+			if md != nil {
+				ev.Metadata = md
+			}
 		}
 		ev.ID, _ = stringValue(m.Values["source_id"])
 		msg, _ := stringValue(m.Values["error"])
