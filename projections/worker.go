@@ -218,7 +218,8 @@ func (w *Worker) own(ctx context.Context, start func(int, string) *partitionRun)
 				if _, ok := runs[i]; ok {
 					continue
 				}
-				token := randomToken()
+				// The token names its owner, for operators reading the lease.
+				token := w.cfg.Member + "/" + randomToken()
 				ok, err := leaser.Acquire(ctx, Partition{Projection: w.name, Index: i}, token, ttl)
 				if err != nil {
 					w.logError(ctx, "cannot acquire a partition lease", err)
