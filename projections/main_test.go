@@ -87,4 +87,3 @@ func partitionedConfig(member, stream string, partitions int, ttl time.Duration,
 		Block:      50 * time.Millisecond,
 	}
 }
-

@@ -173,4 +173,3 @@ func (w *Worker) poison(ctx context.Context, p Partition, ev Event, attempts int
 	w.stopped(ctx, p, "poison")
 	return &PoisonError{Partition: p, Stream: ev.Stream, ID: ev.ID, UUID: ev.UUID, Attempts: attempts, Err: err}
 }
-

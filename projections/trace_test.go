@@ -123,9 +123,8 @@ func hasSpan(spans []sdktrace.ReadOnlySpan, name string) bool {
 func attr(s sdktrace.ReadOnlySpan, key string) string {
 	for _, kv := range s.Attributes() {
 		if string(kv.Key) == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
 }
-
