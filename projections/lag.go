@@ -64,20 +64,29 @@ func StreamLag(ctx context.Context, src Source, stream string, pos Position, lim
 	return lag, nil
 }
 
-// Lag returns the lag of every partition in every stream, from the stored
-// checkpoints: it can be asked of any worker of the projection, running or
-// not, whichever partitions it owns.
+// Lag returns the lag of every partition of the active generation in every
+// stream, from the stored checkpoints: it can be asked of any worker of the
+// projection, running or not, whichever partitions it owns. During a
+// replay it stays the lag of the model readers see.
 func (w *Worker) Lag(ctx context.Context) ([]Lag, error) {
+	gen, err := w.cfg.Store.Generation(ctx, w.name)
+	if err != nil {
+		return nil, err
+	}
+	return w.lag(ctx, gen)
+}
+
+func (w *Worker) lag(ctx context.Context, gen int64) ([]Lag, error) {
 	out := make([]Lag, 0, w.cfg.Partitions*len(w.cfg.Streams))
 	for i := range w.cfg.Partitions {
-		cp, err := w.load(ctx, Partition{Projection: w.name, Index: i})
+		cp, err := w.load(ctx, Partition{Projection: w.name, Index: i, Generation: gen})
 		if err != nil {
 			return nil, err
 		}
 		for _, s := range w.cfg.Streams {
 			l, err := StreamLag(ctx, w.cfg.Source, s, cp[s], w.cfg.CountLimit)
 			if err != nil {
-				return nil, fmt.Errorf("cannot measure lag of %s in %s: %w", Partition{Projection: w.name, Index: i}, s, err)
+				return nil, fmt.Errorf("cannot measure lag of %s in %s: %w", Partition{Projection: w.name, Index: i, Generation: gen}, s, err)
 			}
 			l.Partition = i
 			out = append(out, l)

@@ -21,7 +21,10 @@ type MemoryStore struct {
 	parts map[Partition]*memoryPartition
 	// members maps projection and member to the end of its heartbeat.
 	members map[string]map[string]time.Time
-	now     func() time.Time
+	// active and reserved are the active and the last reserved
+	// generation of each projection.
+	active, reserved map[string]int64
+	now              func() time.Time
 }
 
 type memoryPartition struct {
@@ -34,7 +37,8 @@ type memoryPartition struct {
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {
-	return &MemoryStore{parts: make(map[Partition]*memoryPartition), members: make(map[string]map[string]time.Time), now: time.Now}
+	return &MemoryStore{parts: make(map[Partition]*memoryPartition), members: make(map[string]map[string]time.Time),
+		active: make(map[string]int64), reserved: make(map[string]int64), now: time.Now}
 }
 
 func (s *MemoryStore) part(p Partition) *memoryPartition {
@@ -152,4 +156,30 @@ func (s *MemoryStore) Heartbeat(_ context.Context, projection, member string, tt
 	m[member] = now.Add(ttl)
 	maps.DeleteFunc(m, func(_ string, end time.Time) bool { return !now.Before(end) })
 	return len(m), nil
+}
+
+// Generation implements [Store].
+func (s *MemoryStore) Generation(_ context.Context, projection string) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active[projection], nil
+}
+
+// NewGeneration implements [Store].
+func (s *MemoryStore) NewGeneration(_ context.Context, projection string) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reserved[projection] = max(s.reserved[projection], s.active[projection]) + 1
+	return s.reserved[projection], nil
+}
+
+// Swap implements [Store].
+func (s *MemoryStore) Swap(_ context.Context, projection string, from, to int64) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active[projection] != from {
+		return false, nil
+	}
+	s.active[projection] = to
+	return true, nil
 }

@@ -25,6 +25,11 @@ import (
 //	{prefix}projection:{name:index}:h:{hash}     sink hashes of the read model
 //	{prefix}projection:{name:index}:deadletter   stream of dead letters
 //	{prefix}projection:{name}:members            sorted set of live workers
+//	{prefix}projection:{name}:generation         the active generation
+//	{prefix}projection:{name}:generations        the last reserved generation
+//
+// After a replay (see [Worker.Replay]) the partitions' tag is
+// {name@generation:index}: each generation has a keyspace of its own.
 //
 // Each commit runs the hook operation redis.checkpoint.save.{projection}
 // (attributes projection_name, position) around that script.
@@ -288,7 +293,7 @@ func (s *RedisStore) Release(ctx context.Context, p Partition, token string) err
 // Heartbeat implements [Leaser], with a sorted set scored by the end of each
 // member's heartbeat in the server's clock.
 func (s *RedisStore) Heartbeat(ctx context.Context, projection, member string, ttl time.Duration) (int, error) {
-	key := s.prefix + "projection:{" + projection + "}:members"
+	key := s.projectionKey(projection, "members")
 	now, err := s.client.Time(ctx).Result()
 	if err != nil {
 		return 0, fmt.Errorf("cannot heartbeat %s: %w", projection, err)
@@ -303,4 +308,53 @@ func (s *RedisStore) Heartbeat(ctx context.Context, projection, member string, t
 		return 0, fmt.Errorf("cannot heartbeat %s: %w", projection, err)
 	}
 	return int(card.Val()), nil
+}
+
+func (s *RedisStore) projectionKey(projection, suffix string) string {
+	return s.prefix + "projection:{" + projection + "}:" + suffix
+}
+
+// Generation implements [Store].
+func (s *RedisStore) Generation(ctx context.Context, projection string) (int64, error) {
+	n, err := s.client.Get(ctx, s.projectionKey(projection, "generation")).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cannot read the generation of %s: %w", projection, err)
+	}
+	return n, nil
+}
+
+var newGenerationScript = redis.NewScript(`
+local active = tonumber(redis.call('GET', KEYS[1]) or '0')
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local n = math.max(active, last) + 1
+redis.call('SET', KEYS[2], n)
+return n
+`)
+
+// NewGeneration implements [Store].
+func (s *RedisStore) NewGeneration(ctx context.Context, projection string) (int64, error) {
+	keys := []string{s.projectionKey(projection, "generation"), s.projectionKey(projection, "generations")}
+	n, err := newGenerationScript.Run(ctx, s.client, keys).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("cannot reserve a generation of %s: %w", projection, err)
+	}
+	return n, nil
+}
+
+var swapScript = redis.NewScript(`
+if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+`)
+
+// Swap implements [Store].
+func (s *RedisStore) Swap(ctx context.Context, projection string, from, to int64) (bool, error) {
+	n, err := swapScript.Run(ctx, s.client, []string{s.projectionKey(projection, "generation")}, from, to).Int()
+	if err != nil {
+		return false, fmt.Errorf("cannot swap the generation of %s: %w", projection, err)
+	}
+	return n == 1, nil
 }

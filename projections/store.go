@@ -25,11 +25,19 @@ type Partition struct {
 	Projection string
 	// Index is the partition's index, from 0.
 	Index int
+	// Generation is the generation of the read model: 0 until the first
+	// replay, then the one each replay built (see [Worker.Replay]).
+	Generation int64
 }
 
-// String returns "name:index", which is also the Redis Cluster hash tag of
-// the partition's keys.
-func (p Partition) String() string { return p.Projection + ":" + strconv.Itoa(p.Index) }
+// String returns "name:index", or "name@generation:index" after a replay;
+// it is also the Redis Cluster hash tag of the partition's keys.
+func (p Partition) String() string {
+	if p.Generation == 0 {
+		return p.Projection + ":" + strconv.Itoa(p.Index)
+	}
+	return p.Projection + "@" + strconv.FormatInt(p.Generation, 10) + ":" + strconv.Itoa(p.Index)
+}
 
 // Checkpoint is the stored position of a partition in each of its streams.
 type Checkpoint map[string]Position
@@ -61,6 +69,15 @@ type Store interface {
 	Hash(ctx context.Context, p Partition, hash string) (map[string]string, error)
 	// DeadLetters returns the dead letters of p, oldest first.
 	DeadLetters(ctx context.Context, p Partition) ([]DeadLetter, error)
+	// Generation returns the active generation of projection's read model,
+	// the one readers and workers use (0 before any replay).
+	Generation(ctx context.Context, projection string) (int64, error)
+	// NewGeneration reserves a generation of projection never used before,
+	// for a replay to build.
+	NewGeneration(ctx context.Context, projection string) (int64, error)
+	// Swap makes generation to the active one if from is, atomically, and
+	// reports whether it did.
+	Swap(ctx context.Context, projection string, from, to int64) (bool, error)
 }
 
 // Commit is one atomic write of a partition.

@@ -28,6 +28,8 @@ type Worker struct {
 	owned []bool
 	// stopErr is the error that stopped the worker (poison, gap), if any.
 	stopErr error
+
+	replay replayState
 }
 
 // NewWorker returns a Worker configured by cfg.
@@ -98,8 +100,10 @@ func (w *Worker) registry(ctx context.Context) *hooks.Registry {
 // policy stops it (it returns a [*PoisonError] or [*GapError], also kept
 // in Err). Without a Leaser it runs every partition; with one, it takes
 // its share of the partitions not owned by live workers, renews their
-// leases, and hands over any above its share. Transient Redis errors are
-// logged and retried. Run may be called again after it returns.
+// leases, and hands over any above its share. It runs the active
+// generation of the read model and moves to a new one when a replay swaps
+// it in. Transient Redis errors are logged and retried. Run may be called
+// again after it returns.
 func (w *Worker) Run(ctx context.Context) error {
 	ctx = hooks.WithRegistry(ctx, w.registry(ctx))
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -110,35 +114,37 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	start := func(i int, token string) *partitionRun {
-		pctx, pcancel := context.WithCancel(ctx)
-		r := &partitionRun{cancel: pcancel, done: make(chan struct{}), token: token}
-		w.setOwned(i, true)
-		wg.Go(func() {
-			defer close(r.done)
-			defer w.setOwned(i, false)
-			err := w.runPartition(pctx, Partition{Projection: w.name, Index: i}, token)
-			var gap *GapError
-			var poison *PoisonError
-			if errors.As(err, &gap) || errors.As(err, &poison) {
-				w.mu.Lock()
-				w.stopErr = err
-				w.mu.Unlock()
-				cancel(err)
-			}
-		})
-		return r
+	start := func(p Partition, token string) *partitionRun {
+		return w.start(ctx, &wg, p, token, func(err error) { cancel(err) })
 	}
-
 	if w.cfg.Leaser == nil {
-		for i := range w.cfg.Partitions {
-			start(i, "")
-		}
-		<-ctx.Done()
-		return w.result(ctx)
+		w.runAll(ctx, start)
+	} else {
+		w.own(ctx, start)
 	}
-	w.own(ctx, start)
 	return w.result(ctx)
+}
+
+// start runs partition p on a goroutine of wg; stop is called with the
+// error of a policy that stopped it.
+func (w *Worker) start(ctx context.Context, wg *sync.WaitGroup, p Partition, token string, stop func(error)) *partitionRun {
+	pctx, pcancel := context.WithCancel(ctx)
+	r := &partitionRun{cancel: pcancel, done: make(chan struct{}), token: token}
+	w.setOwned(p.Index, true)
+	wg.Go(func() {
+		defer close(r.done)
+		defer w.setOwned(p.Index, false)
+		err := w.runPartition(pctx, p, token)
+		var gap *GapError
+		var poison *PoisonError
+		if errors.As(err, &gap) || errors.As(err, &poison) {
+			w.mu.Lock()
+			w.stopErr = err
+			w.mu.Unlock()
+			stop(err)
+		}
+	})
+	return r
 }
 
 func (w *Worker) result(ctx context.Context) error {
@@ -155,21 +161,73 @@ type partitionRun struct {
 	token  string
 }
 
+func (r *partitionRun) stop() {
+	r.cancel()
+	<-r.done
+}
+
+// watchInterval is how often a worker checks the active generation and
+// its leases.
+func (w *Worker) watchInterval() time.Duration { return max(w.cfg.LeaseTTL/4, time.Millisecond) }
+
+// generation returns the active generation, or current if it cannot be
+// read.
+func (w *Worker) generation(ctx context.Context, current int64) int64 {
+	g, err := w.cfg.Store.Generation(ctx, w.name)
+	if err != nil {
+		w.logError(ctx, "cannot read the active generation", err)
+		return current
+	}
+	return g
+}
+
+// runAll runs every partition of the active generation, and restarts them
+// on the new one when a replay swaps it in.
+func (w *Worker) runAll(ctx context.Context, start func(Partition, string) *partitionRun) {
+	gen := int64(-1)
+	var runs []*partitionRun
+	stopAll := func() {
+		for _, r := range runs {
+			r.stop()
+		}
+		runs = nil
+	}
+	defer stopAll()
+	tick := time.NewTicker(w.watchInterval())
+	defer tick.Stop()
+	for {
+		if g := w.generation(ctx, gen); g != gen && ctx.Err() == nil && g >= 0 {
+			stopAll()
+			gen = g
+			for i := range w.cfg.Partitions {
+				runs = append(runs, start(Partition{Projection: w.name, Index: i, Generation: gen}, ""))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // own is the ownership loop: every quarter of the lease TTL it heartbeats,
 // renews its leases, releases partitions above its share (the live members
-// split the partitions evenly) and acquires free ones below it.
-func (w *Worker) own(ctx context.Context, start func(int, string) *partitionRun) {
+// split the partitions evenly) and acquires free ones below it, all in the
+// active generation.
+func (w *Worker) own(ctx context.Context, start func(Partition, string) *partitionRun) {
 	ttl, n := w.cfg.LeaseTTL, w.cfg.Partitions
 	leaser := w.cfg.Leaser
+	gen := int64(-1)
 	runs := make(map[int]*partitionRun)
+	part := func(i int) Partition { return Partition{Projection: w.name, Index: i, Generation: gen} }
 	stop := func(i int) {
 		r := runs[i]
-		r.cancel()
-		<-r.done
+		r.stop()
 		delete(runs, i)
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ttl)
 		defer cancel()
-		if err := leaser.Release(rctx, Partition{Projection: w.name, Index: i}, r.token); err != nil {
+		if err := leaser.Release(rctx, part(i), r.token); err != nil {
 			w.logError(ctx, "cannot release a partition lease; it expires by itself", err)
 		}
 	}
@@ -181,9 +239,15 @@ func (w *Worker) own(ctx context.Context, start func(int, string) *partitionRun)
 	// Start the search for free partitions at a place of our own, so that
 	// members starting together do not all race for partition 0.
 	first := PartitionOf(w.cfg.Member, n)
-	tick := time.NewTicker(max(ttl/4, time.Millisecond))
+	tick := time.NewTicker(w.watchInterval())
 	defer tick.Stop()
 	for {
+		if g := w.generation(ctx, gen); g != gen && ctx.Err() == nil {
+			for i := range runs {
+				stop(i)
+			}
+			gen = g
+		}
 		// A run that ended by itself (lease lost) is forgotten.
 		for i, r := range runs {
 			select {
@@ -197,12 +261,11 @@ func (w *Worker) own(ctx context.Context, start func(int, string) *partitionRun)
 			w.logError(ctx, "cannot heartbeat; leases are kept until they expire", err)
 		}
 		for i, r := range runs {
-			ok, err := leaser.Renew(ctx, Partition{Projection: w.name, Index: i}, r.token, ttl)
+			ok, err := leaser.Renew(ctx, part(i), r.token, ttl)
 			if err == nil && !ok {
 				w.cfg.Logger.WarnContext(ctx, "projections: partition lease lost",
 					slog.String(attrProjection, w.name), slog.Int(attrPartition, i))
-				r.cancel()
-				<-r.done
+				r.stop()
 				delete(runs, i)
 			}
 		}
@@ -220,13 +283,13 @@ func (w *Worker) own(ctx context.Context, start func(int, string) *partitionRun)
 				}
 				// The token names its owner, for operators reading the lease.
 				token := w.cfg.Member + "/" + randomToken()
-				ok, err := leaser.Acquire(ctx, Partition{Projection: w.name, Index: i}, token, ttl)
+				ok, err := leaser.Acquire(ctx, part(i), token, ttl)
 				if err != nil {
 					w.logError(ctx, "cannot acquire a partition lease", err)
 					break
 				}
 				if ok {
-					runs[i] = start(i, token)
+					runs[i] = start(part(i), token)
 				}
 			}
 		}
@@ -247,13 +310,17 @@ func (w *Worker) logError(ctx context.Context, msg string, err error) {
 		slog.String(attrError, bound.String(err.Error(), bound.Error)))
 }
 
-// Hash returns the sink hash named hash of the read model, merged over the
-// partitions (fields of higher partitions win, which matters only if two
+// Hash returns the sink hash named hash of the active generation of the
+// read model, merged over the partitions (fields of higher partitions win, which matters only if two
 // partitions write one field).
 func (w *Worker) Hash(ctx context.Context, hash string) (map[string]string, error) {
+	gen, err := w.cfg.Store.Generation(ctx, w.name)
+	if err != nil {
+		return nil, err
+	}
 	out := make(map[string]string)
 	for i := range w.cfg.Partitions {
-		m, err := w.cfg.Store.Hash(ctx, Partition{Projection: w.name, Index: i}, hash)
+		m, err := w.cfg.Store.Hash(ctx, Partition{Projection: w.name, Index: i, Generation: gen}, hash)
 		if err != nil {
 			return nil, err
 		}
