@@ -31,10 +31,21 @@ type ProjectionSource interface {
 	ProjectionLag(ctx context.Context, fn func(projection string, partition int, events int64, seconds float64)) error
 }
 
+// ReplaySource reports the replays running in a projection's worker. A
+// [ProjectionSource] that implements it too (the workers of package
+// projections do) also feeds projection_replay_progress_ratio.
+//
+// ReplayStatus calls fn once per running replay: done entries of total
+// rebuilt so far. It follows the rules of ProjectionLag.
+type ReplaySource interface {
+	ReplayStatus(ctx context.Context, fn func(projection string, done, total int64)) error
+}
+
 // NewProjectionCollector returns a collector that, at every scrape, asks
 // each of srcs for the lag of its partitions and exports
-// projection_lag_events and projection_lag_seconds (see the package
-// documentation). Register it once per registry with every projection's
+// projection_lag_events and projection_lag_seconds, and, for sources that
+// are also a [ReplaySource], projection_replay_progress_ratio while a
+// replay runs (see the package documentation). Register it once per registry with every projection's
 // source.
 //
 // A scrape waits for the sources at most [CollectTimeout]. When a source
@@ -77,6 +88,9 @@ func NewProjectionCollector(srcs []ProjectionSource, opts ...ProjectionOption) (
 		seconds: prometheus.NewDesc(prometheus.BuildFQName(ns, "", "projection_lag_seconds"),
 			"Age by the Redis clock of the oldest entry the partition has not applied; 0 when caught up, by projection and partition.",
 			[]string{"projection", "partition"}, cl),
+		replay: prometheus.NewDesc(prometheus.BuildFQName(ns, "", "projection_replay_progress_ratio"),
+			"Progress of a running replay, entries rebuilt over entries in the streams (0 to 1), by projection; absent when none runs.",
+			[]string{"projection"}, cl),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace:   ns,
 			Name:        "projection_lag_collect_errors_total",
@@ -92,6 +106,7 @@ type projectionCollector struct {
 	logger            *slog.Logger
 	names, partitions *labelSet
 	events, seconds   *prometheus.Desc
+	replay            *prometheus.Desc
 	errors            prometheus.Counter
 
 	mu       sync.Mutex
@@ -106,23 +121,27 @@ type lagRow struct {
 	seconds float64
 }
 
+type replayRow struct{ done, total int64 }
+
 // A lagCall is one read of the sources, shared by concurrent scrapes.
 type lagCall struct {
-	done   chan struct{}
-	rows   map[lagKey]lagRow
-	failed []error
+	done    chan struct{}
+	rows    map[lagKey]lagRow
+	replays map[string]replayRow
+	failed  []error
 }
 
 // Describe implements prometheus.Collector.
 func (c *projectionCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.events
 	ch <- c.seconds
+	ch <- c.replay
 	c.errors.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
 func (c *projectionCollector) Collect(ch chan<- prometheus.Metric) {
-	rows, failed := c.read()
+	rows, replays, failed := c.read()
 	for _, err := range failed {
 		c.fail(err)
 	}
@@ -137,10 +156,19 @@ func (c *projectionCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- m
 		}
 	}
+	for projection, r := range replays {
+		ratio := 1.0
+		if r.total > 0 {
+			ratio = min(float64(r.done)/float64(r.total), 1)
+		}
+		if m, err := prometheus.NewConstMetric(c.replay, prometheus.GaugeValue, ratio, projection); err == nil {
+			ch <- m
+		}
+	}
 	c.errors.Collect(ch)
 }
 
-func (c *projectionCollector) read() (map[lagKey]lagRow, []error) {
+func (c *projectionCollector) read() (map[lagKey]lagRow, map[string]replayRow, []error) {
 	c.mu.Lock()
 	call := c.call
 	if call == nil {
@@ -153,9 +181,9 @@ func (c *projectionCollector) read() (map[lagKey]lagRow, []error) {
 	defer timer.Stop()
 	select {
 	case <-call.done:
-		return call.rows, call.failed
+		return call.rows, call.replays, call.failed
 	case <-timer.C:
-		return nil, []error{fmt.Errorf("no answer within %v", c.timeout)}
+		return nil, nil, []error{fmt.Errorf("no answer within %v", c.timeout)}
 	}
 }
 
@@ -163,8 +191,9 @@ func (c *projectionCollector) run(call *lagCall) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	call.rows = make(map[lagKey]lagRow)
+	call.replays = make(map[string]replayRow)
 	for _, src := range c.srcs {
-		rows, err := c.readSource(ctx, src)
+		rows, replays, err := c.readSource(ctx, src)
 		if err != nil {
 			call.failed = append(call.failed, err)
 			continue
@@ -172,6 +201,10 @@ func (c *projectionCollector) run(call *lagCall) {
 		for k, r := range rows {
 			old := call.rows[k]
 			call.rows[k] = lagRow{events: old.events + r.events, seconds: max(old.seconds, r.seconds)}
+		}
+		for k, r := range replays {
+			old := call.replays[k]
+			call.replays[k] = replayRow{done: old.done + r.done, total: old.total + r.total}
 		}
 	}
 	c.mu.Lock()
@@ -182,11 +215,11 @@ func (c *projectionCollector) run(call *lagCall) {
 
 // readSource reads one source; its rows are kept only if it succeeds, so
 // that a failing source leaves out its own gauges, not the others'.
-func (c *projectionCollector) readSource(ctx context.Context, src ProjectionSource) (rows map[lagKey]lagRow, err error) {
+func (c *projectionCollector) readSource(ctx context.Context, src ProjectionSource) (rows map[lagKey]lagRow, replays map[string]replayRow, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			panics.Recovered()
-			rows, err = nil, fmt.Errorf("ProjectionSource panicked: %v", v)
+			rows, replays, err = nil, nil, fmt.Errorf("ProjectionSource panicked: %v", v)
 		}
 	}()
 	rows = make(map[lagKey]lagRow)
@@ -200,9 +233,20 @@ func (c *projectionCollector) readSource(ctx context.Context, src ProjectionSour
 		rows[k] = lagRow{events: r.events + max(events, 0), seconds: max(r.seconds, seconds)}
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return rows, nil
+	replays = make(map[string]replayRow)
+	if rs, ok := src.(ReplaySource); ok {
+		err = rs.ReplayStatus(ctx, func(projection string, done, total int64) {
+			k := c.names.value(labelValue(projection))
+			r := replays[k]
+			replays[k] = replayRow{done: r.done + max(done, 0), total: r.total + max(total, 0)}
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return rows, replays, nil
 }
 
 // fail counts a failed read and logs it, thinned out to the 1st, 2nd, 4th,

@@ -178,9 +178,17 @@ func TestProjectionHook_caps_projection_labels(t *testing.T) {
 
 // lagSource is a ProjectionSource with fixed rows, or an error, or a panic.
 type lagSource struct {
-	rows  [][3]float64 // partition, events, seconds
-	err   error
-	panic bool
+	rows   [][3]float64 // partition, events, seconds
+	err    error
+	panic  bool
+	replay [2]int64 // done, total; none when total is 0
+}
+
+func (s lagSource) ReplayStatus(_ context.Context, fn func(string, int64, int64)) error {
+	if s.replay[1] > 0 {
+		fn("orders", s.replay[0], s.replay[1])
+	}
+	return nil
 }
 
 func (s lagSource) ProjectionLag(_ context.Context, fn func(string, int, int64, float64)) error {
@@ -196,7 +204,7 @@ func (s lagSource) ProjectionLag(_ context.Context, fn func(string, int, int64, 
 func TestProjectionCollector_exports_lag(t *testing.T) {
 	f := newProjectionFixture(t, projections.Config{})
 	f.add("1", "2", "3", "4")
-	c, err := promobs.NewProjectionCollector([]promobs.ProjectionSource{f.worker, lagSource{rows: [][3]float64{{0, 7, 1.5}, {1, 0, 0}}}})
+	c, err := promobs.NewProjectionCollector([]promobs.ProjectionSource{f.worker, lagSource{rows: [][3]float64{{0, 7, 1.5}, {1, 0, 0}}, replay: [2]int64{25, 100}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,6 +229,14 @@ projection_lag_seconds{partition="0",projection="totals"} 0
 projection_lag_seconds{partition="1",projection="orders"} 0
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "projection_lag_seconds"); err != nil {
+		t.Fatal(err)
+	}
+	want = `
+# HELP projection_replay_progress_ratio Progress of a running replay, entries rebuilt over entries in the streams (0 to 1), by projection; absent when none runs.
+# TYPE projection_replay_progress_ratio gauge
+projection_replay_progress_ratio{projection="orders"} 0.25
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "projection_replay_progress_ratio"); err != nil {
 		t.Fatal(err)
 	}
 	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
@@ -250,3 +266,9 @@ projection_lag_events{partition="0",projection="orders"} 3
 		t.Fatalf("no sources: %v", err)
 	}
 }
+
+// The projection workers feed the collector as they are.
+var (
+	_ promobs.ProjectionSource = (*projections.Worker)(nil)
+	_ promobs.ReplaySource     = (*projections.Worker)(nil)
+)
