@@ -62,14 +62,24 @@ func countOwned(owners []string, member string) int {
 func TestPartitions_two_processes_one_killed(t *testing.T) {
 	t.Parallel()
 	client, prefix := testsvc.RedisPrefix(t)
-	runPartitionScenario(t, client, prefix, nil)
+	runPartitionScenario(t, client, prefix, nil, false)
+}
+
+// TestPartitions_paused_owner_is_fenced stops a worker process (SIGSTOP)
+// past its lease, lets the other take its partitions, and resumes it: its
+// writes of the batches it was working on are refused (fencing), and the
+// partitions are shared again.
+func TestPartitions_paused_owner_is_fenced(t *testing.T) {
+	t.Parallel()
+	client, prefix := testsvc.RedisPrefix(t)
+	runPartitionScenario(t, client, prefix, nil, true)
 }
 
 // runPartitionScenario has two worker processes consume events across 4
 // partitions while they are being added, SIGKILLs one mid-run, and checks
 // that the survivor takes its partitions within the lease timeout and
 // that the read model equals the one computed from the events.
-func runPartitionScenario(t *testing.T, client redis.UniversalClient, prefix string, clusterAddrs []string) {
+func runPartitionScenario(t *testing.T, client redis.UniversalClient, prefix string, clusterAddrs []string, pause bool) {
 	const (
 		partitions = 4
 		accounts   = 101
@@ -125,7 +135,11 @@ func runPartitionScenario(t *testing.T, client redis.UniversalClient, prefix str
 		}
 		return false
 	})
-	if err := a.Process.Signal(syscall.SIGKILL); err != nil {
+	sig := syscall.SIGKILL
+	if pause {
+		sig = syscall.SIGSTOP
+	}
+	if err := a.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
@@ -136,6 +150,15 @@ func runPartitionScenario(t *testing.T, client redis.UniversalClient, prefix str
 		t.Fatalf("partitions moved %v after the kill, want within the lease timeout %v (+ a renewal tick)", took, ttl)
 	}
 	t.Logf("partitions moved to the survivor %v after the kill (lease TTL %v)", time.Since(killed), ttl)
+	if pause {
+		if err := a.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*ttl, "the partitions to be shared again", func() bool {
+			o := owners(t, client, store, partitions)
+			return countOwned(o, "A") == 2 && countOwned(o, "B") == 2
+		})
+	}
 	for range added {
 	}
 	wg.Wait()
