@@ -51,6 +51,7 @@
 //	projection.gap.{name}            a gap was found (stream, gap.from, gap.to, gap.skipped, policy)
 //	projection.dead_letter.{name}    an event was dead-lettered (event.type, attempt, error, ...)
 //	projection.stopped.{name}        a policy stopped the worker (reason: poison, gap)
+//	replay.start.{name}              a whole replay (projection_name, generation)
 //
 // Per-event operations run with the event's correlation and causation IDs
 // and continue the trace of the message the event was published with, or
@@ -63,4 +64,13 @@
 // they were applied are detected from the stream's bookkeeping and handled
 // by Config.Gaps ([GapError]); events whose handler fails every retry are
 // handled by Config.Poison ([PoisonError] or a dead letter).
+//
+// # Replay
+//
+// [Worker.Replay] rebuilds the read model from the start of the streams
+// into a new generation, a keyspace of its own ({name@generation:index}),
+// while the workers keep serving the active one, and swaps it in
+// atomically once every partition has caught up: readers never see a
+// half-built model. [Worker.ReplayProgress] reports done, total, rate and
+// time left while it runs; [Worker.Lag] stays the lag of the active model.
 package projections

@@ -17,7 +17,9 @@ import (
 )
 
 // A Worker runs a [Projection] over streams: see the package
-// documentation. Its methods are safe for concurrent use.
+// documentation. Its methods are safe for concurrent use, but Run must not
+// run twice at once on one Worker (run one Worker per process; partitions
+// are shared between processes through the Leaser).
 type Worker struct {
 	cfg  Config
 	name string
