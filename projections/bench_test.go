@@ -27,11 +27,19 @@ import (
 //     provider whose batch processor drops the spans: one span per event.
 //   - all_operations: the same with Operations "*": spans for the batch,
 //     the sink write and the checkpoint save too.
+//   - default_profile_batch_spans: the default profile with
+//     Spans: SpanPerBatch, one projection.process span per batch.
 func BenchmarkProjection(b *testing.B) {
 	for _, ops := range []struct {
 		name     string
 		patterns []string
-	}{{"off", nil}, {"default_profile", []string{}}, {"all_operations", []string{"*"}}} {
+		spans    projections.SpanMode
+	}{
+		{"off", nil, projections.SpanPerEvent},
+		{"default_profile", []string{}, projections.SpanPerEvent},
+		{"all_operations", []string{"*"}, projections.SpanPerEvent},
+		{"default_profile_batch_spans", []string{}, projections.SpanPerBatch},
+	} {
 		b.Run(ops.name, func(b *testing.B) {
 			client, prefix := testsvc.RedisPrefix(b)
 			store, err := projections.NewRedisStore(client, prefix)
@@ -51,7 +59,7 @@ func BenchmarkProjection(b *testing.B) {
 			w, err := projections.NewWorker(projections.Config{
 				Projection: sumProjection("bench"), Streams: []string{stream},
 				Source: projections.NewRedisSource(client), Store: store, Hooks: reg,
-				Block: 10 * time.Millisecond, Propagator: propagation.TraceContext{},
+				Block: 10 * time.Millisecond, Propagator: propagation.TraceContext{}, Spans: ops.spans,
 			})
 			if err != nil {
 				b.Fatal(err)
