@@ -61,7 +61,7 @@ func (s *MemoryStore) Load(_ context.Context, p Partition) (Checkpoint, error) {
 func (s *MemoryStore) Commit(ctx context.Context, c Commit) error {
 	attrs := checkpointAttrs(c)
 	return contract.RunHooks(ctx, hooks.FromContext(ctx), "checkpoint.save."+c.Partition.Projection, attrs,
-		func(context.Context) error { return s.commit(c) }, nil)
+		func(context.Context) error { return s.commit(c) }, reportHookPanic(nil))
 }
 
 func (s *MemoryStore) commit(c Commit) error {

@@ -1,9 +1,15 @@
 package projections
 
 import (
+	"context"
 	"log/slog"
 	"slices"
 	"strings"
+
+	"github.com/cqrs-ddd/watermill-observability/contract"
+	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/internal/bound"
+	"github.com/cqrs-ddd/watermill-observability/internal/panics"
 )
 
 // Hook operations of this package and their attributes (see the package
@@ -65,4 +71,15 @@ func positionString(cp Checkpoint) string {
 		b.WriteString(s + "=" + cp[s].ID)
 	}
 	return b.String()
+}
+
+// reportHookPanic is the contract.ReportFunc of this package: a hook that
+// panicked is counted and logged with logger (nil: slog.Default), and the
+// operation ran unobserved.
+func reportHookPanic(logger *slog.Logger) contract.ReportFunc {
+	return func(ctx context.Context, p *hooks.HookPanicError) {
+		panics.Report(ctx, logger, "projections: a hook panicked; the operation ran unobserved", p.Value,
+			slog.String("hook", bound.String(p.Hook, bound.Attribute)),
+			slog.String("operation", bound.String(p.Operation, bound.Attribute)))
+	}
 }

@@ -200,7 +200,7 @@ func (w *Worker) step(ctx context.Context, p Partition, token string, cp Checkpo
 		}
 		c.Writes = b.writes
 		return w.commit(ctx, c, len(events))
-	}, nil)
+	}, w.report)
 	if err != nil {
 		return err
 	}
@@ -300,7 +300,7 @@ func (w *Worker) reportGap(ctx context.Context, gap *GapError) error {
 		slog.String(attrGapFrom, gap.After), slog.String(attrGapTo, gap.Upto),
 		slog.Int64(attrSkipped, gap.Skipped), slog.String("policy", policy),
 	}
-	_ = contract.RunHooks(ctx, hooks.FromContext(ctx), opGap+w.name, attrs, func(context.Context) error { return nil }, nil)
+	_ = contract.RunHooks(ctx, hooks.FromContext(ctx), opGap+w.name, attrs, func(context.Context) error { return nil }, w.report)
 	level := slog.LevelWarn
 	if w.cfg.Gaps == GapStop {
 		level = slog.LevelError
@@ -317,7 +317,7 @@ func (w *Worker) reportGap(ctx context.Context, gap *GapError) error {
 // stopped runs the notification operation of a worker stopped by a policy.
 func (w *Worker) stopped(ctx context.Context, p Partition, reason string) {
 	attrs := []slog.Attr{slog.String(attrProjection, w.name), slog.Int(attrPartition, p.Index), slog.String(attrReason, reason)}
-	_ = contract.RunHooks(ctx, hooks.FromContext(ctx), opStopped+w.name, attrs, func(context.Context) error { return nil }, nil)
+	_ = contract.RunHooks(ctx, hooks.FromContext(ctx), opStopped+w.name, attrs, func(context.Context) error { return nil }, w.report)
 }
 
 // commit writes the batch through the sink operation.
@@ -333,7 +333,7 @@ func (w *Worker) commit(ctx context.Context, c Commit, events int) error {
 	}
 	return contract.RunHooks(ctx, reg, name, attrs, func(ctx context.Context) error {
 		return w.cfg.Store.Commit(ctx, c)
-	}, nil)
+	}, w.report)
 }
 
 func backoff(r RetryPolicy, failures int) time.Duration {

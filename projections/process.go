@@ -90,7 +90,7 @@ func (w *Worker) applyBatch(ctx context.Context, p Partition, items []item, firs
 	}
 	return contract.RunHooks(bctx, reg, name, attrs, func(ctx context.Context) error {
 		return w.applyItems(ctx, p, items, b, c, false)
-	}, nil)
+	}, w.report)
 }
 
 // handle applies one event with retries, in an operation of its own per
@@ -115,7 +115,7 @@ func (w *Worker) handle(ctx context.Context, p Partition, ev Event, b *Batch, c 
 			}
 			err = contract.RunHooks(ectx, reg, name, attrs, func(ctx context.Context) error {
 				return w.cfg.Projection.Handle(ctx, ev, b)
-			}, nil)
+			}, w.report)
 		} else {
 			err = w.cfg.Projection.Handle(ectx, ev, b)
 		}
@@ -164,7 +164,7 @@ func (w *Worker) poison(ctx context.Context, p Partition, ev Event, attempts int
 		slog.Int(attrAttempt, attempts), slog.String(attrError, bound.String(err.Error(), bound.Error)),
 	}
 	if w.cfg.Poison == PoisonDeadLetter {
-		_ = contract.RunHooks(ctx, hooks.FromContext(ctx), opDeadLetter+w.name, attrs, func(context.Context) error { return nil }, nil)
+		_ = contract.RunHooks(ctx, hooks.FromContext(ctx), opDeadLetter+w.name, attrs, func(context.Context) error { return nil }, w.report)
 		w.cfg.Logger.LogAttrs(ctx, slog.LevelWarn, "projections: event moved to the dead-letter stream", attrs...)
 		c.DeadLetters = append(c.DeadLetters, DeadLetter{Event: ev, Error: bound.String(err.Error(), 4*bound.Error)})
 		return nil

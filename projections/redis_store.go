@@ -185,7 +185,7 @@ func (s *RedisStore) Commit(ctx context.Context, c Commit) error {
 				return ErrConflict
 			}
 			return fmt.Errorf("cannot commit %s: unexpected reply %q", c.Partition, res)
-		}, nil)
+		}, reportHookPanic(nil))
 }
 
 // deadLetterFields are the fields of a dead-letter entry: the message as

@@ -98,7 +98,7 @@ func (w *Worker) Replay(ctx context.Context) error {
 		w.cfg.Logger.InfoContext(ctx, "projections: replay swapped in",
 			slog.String(attrProjection, w.name), slog.Int64("generation", gen))
 		return nil
-	}, nil)
+	}, w.report)
 }
 
 // rebuild runs the partitions of generation gen in this process until
@@ -109,7 +109,7 @@ func (w *Worker) rebuild(ctx context.Context, gen int64) error {
 	var wg sync.WaitGroup
 	// The shadow worker shares the configuration but owns no leases: the
 	// new generation's keys are its alone until the swap.
-	shadow := &Worker{cfg: w.cfg, name: w.name, prop: w.prop, owned: make([]bool, w.cfg.Partitions)}
+	shadow := &Worker{cfg: w.cfg, name: w.name, prop: w.prop, report: w.report, owned: make([]bool, w.cfg.Partitions)}
 	shadow.cfg.Leaser = nil
 	runs := make([]*partitionRun, w.cfg.Partitions)
 	for i := range runs {

@@ -21,9 +21,10 @@ import (
 // run twice at once on one Worker (run one Worker per process; partitions
 // are shared between processes through the Leaser).
 type Worker struct {
-	cfg  Config
-	name string
-	prop *contract.Propagation
+	cfg    Config
+	name   string
+	prop   *contract.Propagation
+	report contract.ReportFunc
 
 	mu sync.Mutex
 	// owned marks the partitions this worker runs now.
@@ -45,10 +46,11 @@ func NewWorker(cfg Config) (*Worker, error) {
 		cfg.Member = randomToken()
 	}
 	return &Worker{
-		cfg:   cfg,
-		name:  cfg.Projection.Name(),
-		prop:  contract.NewPropagation(contract.PropagationConfig{Propagator: cfg.Propagator, Logger: cfg.Logger}),
-		owned: make([]bool, cfg.Partitions),
+		cfg:    cfg,
+		name:   cfg.Projection.Name(),
+		prop:   contract.NewPropagation(contract.PropagationConfig{Propagator: cfg.Propagator, Logger: cfg.Logger}),
+		owned:  make([]bool, cfg.Partitions),
+		report: reportHookPanic(cfg.Logger),
 	}, nil
 }
 
