@@ -2,7 +2,9 @@ package projections_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,13 +23,40 @@ func sumCounts(m model) int64 {
 
 func TestReplay_rebuilds_into_a_shadow_and_swaps_it_in(t *testing.T) {
 	t.Parallel()
+	for _, leased := range []bool{false, true} {
+		name := "unleased"
+		if leased {
+			name = "leased"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testReplay(t, leased)
+		})
+	}
+}
+
+func testReplay(t *testing.T, leased bool) {
 	client, _ := testsvc.RedisPrefix(t)
 	const n = 5000
 	reg, rec := newRecorder(t, "replay.*")
-	w, store := newRedisWorker(t, projections.Config{
+	cfg := projections.Config{
 		Projection: sumProjection("rebuilt"), Streams: []string{"events"}, BatchSize: 20, Partitions: 2,
 		Key: projections.MetadataKey(accountKey), LeaseTTL: 400 * time.Millisecond, Hooks: reg,
-	})
+	}
+	var w *projections.Worker
+	var store *projections.RedisStore
+	if leased {
+		c, prefix := testsvc.RedisPrefix(t)
+		rs, err := projections.NewRedisStore(c, prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Store, cfg.Leaser = rs, rs
+		w, _ = newRedisWorker(t, cfg)
+		store = rs
+	} else {
+		w, store = newRedisWorker(t, cfg)
+	}
 	stream := w.StreamNames()[0]
 	addEvents(t, client, stream, 0, n, 13)
 	start(t, w)
@@ -103,4 +132,47 @@ func mustLag(t *testing.T, w *projections.Worker) []projections.Lag {
 		t.Fatal(err)
 	}
 	return lags
+}
+
+// A replay that a policy stops swaps nothing in: readers keep the model
+// they had.
+func TestReplay_stopped_by_a_poison_event_keeps_the_active_model(t *testing.T) {
+	t.Parallel()
+	var failing atomic.Bool
+	inner := sumProjection("careful")
+	proj := projections.NewProjection("careful", func(ctx context.Context, ev projections.Event, b *projections.Batch) error {
+		if failing.Load() && string(ev.Payload) == "50" {
+			return errPoison
+		}
+		return inner.Handle(ctx, ev, b)
+	})
+	log := projections.NewMemoryLog()
+	for i := range 200 {
+		log.Append("events", eventMessage(i, 4))
+	}
+	store := projections.NewMemoryStore()
+	w, err := projections.NewWorker(projections.Config{
+		Projection: proj, Streams: []string{"events"}, Source: log, Store: store, BatchSize: 10,
+		Block: 5 * time.Millisecond, Retry: projections.RetryPolicy{Attempts: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, w)
+	waitCaughtUp(t, w, 10*time.Second)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	failing.Store(true)
+	var poison *projections.PoisonError
+	if err := w.Replay(context.Background()); !errors.As(err, &poison) {
+		t.Fatalf("Replay = %v, want a PoisonError", err)
+	}
+	if gen, _ := store.Generation(context.Background(), "careful"); gen != 0 {
+		t.Fatalf("active generation = %d, want 0", gen)
+	}
+	if w.ReplayProgress().Running {
+		t.Fatal("replay still reported running")
+	}
+	compareModels(t, readModel(t, w), expectedModel(0, 200, 4))
 }
