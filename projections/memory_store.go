@@ -183,3 +183,11 @@ func (s *MemoryStore) Swap(_ context.Context, projection string, from, to int64)
 	s.active[projection] = to
 	return true, nil
 }
+
+// Drop implements [Store].
+func (s *MemoryStore) Drop(_ context.Context, p Partition) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.parts, p)
+	return nil
+}

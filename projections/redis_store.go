@@ -24,6 +24,7 @@ import (
 //	{prefix}projection:{name:index}:lease        string: owner's token
 //	{prefix}projection:{name:index}:h:{hash}     sink hashes of the read model
 //	{prefix}projection:{name:index}:deadletter   stream of dead letters
+//	{prefix}projection:{name:index}:hashes       set of the sink hash names, for Drop
 //	{prefix}projection:{name}:members            sorted set of live workers
 //	{prefix}projection:{name}:generation         the active generation
 //	{prefix}projection:{name}:generations        the last reserved generation
@@ -119,6 +120,7 @@ end
 n = tonumber(ARGV[i]); i = i + 1
 for _ = 1, n do
   local op, key, field, value = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
+  redis.call('SADD', KEYS[4], key)
   if op == 's' then redis.call('HSET', key, field, value)
   elseif op == 'i' then redis.call('HINCRBY', key, field, value)
   else redis.call('HDEL', key, field) end
@@ -136,7 +138,7 @@ return 'ok'
 
 // Commit implements [Store].
 func (s *RedisStore) Commit(ctx context.Context, c Commit) error {
-	keys := []string{s.Key(c.Partition, "checkpoint"), s.Key(c.Partition, "lease"), s.Key(c.Partition, "deadletter")}
+	keys := []string{s.Key(c.Partition, "checkpoint"), s.Key(c.Partition, "lease"), s.Key(c.Partition, "deadletter"), s.Key(c.Partition, "hashes")}
 	hashIndex := make(map[string]int)
 	args := make([]any, 0, 4+2*len(c.From)+2*len(c.To)+4*len(c.Writes)+8*len(c.DeadLetters))
 	args = append(args, c.Lease, len(c.From))
@@ -357,4 +359,21 @@ func (s *RedisStore) Swap(ctx context.Context, projection string, from, to int64
 		return false, fmt.Errorf("cannot swap the generation of %s: %w", projection, err)
 	}
 	return n == 1, nil
+}
+
+var dropScript = redis.NewScript(`
+local hashes = redis.call('SMEMBERS', KEYS[1])
+for _, h in ipairs(hashes) do redis.call('DEL', h) end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return #hashes
+`)
+
+// Drop implements [Store]. The sink hashes are found in the set the
+// commits keep.
+func (s *RedisStore) Drop(ctx context.Context, p Partition) error {
+	keys := []string{s.Key(p, "hashes"), s.Key(p, "checkpoint"), s.Key(p, "lease"), s.Key(p, "deadletter")}
+	if err := dropScript.Run(ctx, s.client, keys).Err(); err != nil {
+		return fmt.Errorf("cannot drop %s: %w", p, err)
+	}
+	return nil
 }

@@ -183,3 +183,28 @@ func (w *Worker) streamLength(ctx context.Context) (int64, error) {
 	}
 	return n, nil
 }
+
+// ErrActiveGeneration is returned by [Worker.DropGeneration] for the
+// active generation.
+var ErrActiveGeneration = errors.New("projections: cannot drop the active generation")
+
+// DropGeneration deletes the read model, checkpoints and dead letters of
+// generation gen of every partition: the model a replay replaced. Call it
+// once every worker has moved to the new generation (a quarter of
+// Config.LeaseTTL after the swap): a worker still on gen would write
+// again. It refuses the active generation.
+func (w *Worker) DropGeneration(ctx context.Context, gen int64) error {
+	active, err := w.cfg.Store.Generation(ctx, w.name)
+	if err != nil {
+		return err
+	}
+	if gen == active {
+		return ErrActiveGeneration
+	}
+	for i := range w.cfg.Partitions {
+		if err := w.cfg.Store.Drop(ctx, Partition{Projection: w.name, Index: i, Generation: gen}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -123,6 +123,31 @@ sampling:
 	addEvents(t, client, stream, n, n+100, 13)
 	waitCaughtUp(t, w, 30*time.Second)
 	compareModels(t, readModel(t, w), expectedModel(0, n+100, 13))
+
+	// The replaced generation can be dropped, the active one cannot.
+	if err := w.DropGeneration(context.Background(), 1); !errors.Is(err, projections.ErrActiveGeneration) {
+		t.Fatalf("DropGeneration(active) = %v, want ErrActiveGeneration", err)
+	}
+	old := projections.Partition{Projection: "rebuilt", Index: 0}
+	if h, _ := store.Hash(context.Background(), old, "totals"); len(h) == 0 {
+		t.Fatal("the old generation has no model to drop")
+	}
+	if err := w.DropGeneration(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		old.Index = i
+		h, _ := store.Hash(context.Background(), old, "totals")
+		cp, _ := store.Load(context.Background(), old)
+		if len(h) != 0 || len(cp) != 0 {
+			t.Fatalf("partition %d of generation 0 after the drop: model %d fields, checkpoint %v", i, len(h), cp)
+		}
+		n, _ := client.Exists(context.Background(), store.Key(old, "hashes"), store.Key(old, "h:counts")).Result()
+		if n != 0 {
+			t.Fatalf("partition %d of generation 0 still has %d keys", i, n)
+		}
+	}
+	compareModels(t, readModel(t, w), expectedModel(0, n+100, 13))
 }
 
 func mustLag(t *testing.T, w *projections.Worker) []projections.Lag {

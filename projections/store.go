@@ -78,6 +78,9 @@ type Store interface {
 	// Swap makes generation to the active one if from is, atomically, and
 	// reports whether it did.
 	Swap(ctx context.Context, projection string, from, to int64) (bool, error)
+	// Drop deletes everything stored for p: checkpoint, lease, sink hashes
+	// and dead letters.
+	Drop(ctx context.Context, p Partition) error
 }
 
 // Commit is one atomic write of a partition.
