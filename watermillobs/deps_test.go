@@ -9,7 +9,7 @@ import (
 // The dependency rules of the module, checked in one place: a program that
 // imports only watermillobs links neither the Prometheus nor the Sentry
 // client (they live in promobs and sentryobs); domain packages (cqrsbus,
-// sagas, outbox) link no backend at all; library code uses the OpenTelemetry API, never
+// sagas, outbox, projections) link no backend at all; library code uses the OpenTelemetry API, never
 // the SDK; hooks is standard library only (with the module's own
 // standard-library-only internal/panics).
 func TestDependencyRules(t *testing.T) {
@@ -29,7 +29,7 @@ func TestDependencyRules(t *testing.T) {
 	}
 	forbidden := []string{"github.com/prometheus/client_golang", "github.com/getsentry/sentry-go"}
 
-	for _, pkg := range []string{"watermillobs", "cqrsbus", "sagas", "outbox"} {
+	for _, pkg := range []string{"watermillobs", "cqrsbus", "sagas", "outbox", "projections"} {
 		list := deps("github.com/cqrs-ddd/watermill-observability/" + pkg)
 		for _, f := range forbidden {
 			if strings.Contains(list, f) {
@@ -47,7 +47,7 @@ func TestDependencyRules(t *testing.T) {
 	}
 	// Library code uses the OpenTelemetry API only; the SDK is for programs
 	// and tests.
-	for _, pkg := range []string{"watermillobs", "watermillobs/promobs", "watermillobs/sentryobs", "cqrsbus", "sagas", "outbox"} {
+	for _, pkg := range []string{"watermillobs", "watermillobs/promobs", "watermillobs/sentryobs", "cqrsbus", "sagas", "outbox", "projections"} {
 		for _, dep := range strings.Fields(deps("github.com/cqrs-ddd/watermill-observability/" + pkg)) {
 			if strings.HasPrefix(dep, "go.opentelemetry.io/otel/sdk") {
 				t.Errorf("%s imports the OpenTelemetry SDK (%s)", pkg, dep)

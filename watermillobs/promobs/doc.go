@@ -100,6 +100,52 @@
 // exemplars when the hook runs inside the span hook of watermillobs (a
 // higher priority; see [NewSagaHook]).
 //
+// # Projection metrics
+//
+// The projection runtime never imports promobs, nor promobs the projection
+// runtime. Its counters and histograms come from the hook of
+// [NewProjectionHook], which reads the hook operations that package
+// projections emits (register it for [ProjectionOperations]); its gauges
+// come from the collector of [NewProjectionCollector], which asks each
+// [ProjectionSource] (a projection worker) at every scrape, and also its
+// [ReplaySource] side when it has one. Neither links a Redis client.
+//
+//	metric                                   type       labels                  from
+//	projection_events_processed_total        counter    projection, outcome     projection.process.* (a batch counts batch.size)
+//	projection_process_duration_seconds      histogram  projection              projection.process.*
+//	projection_batch_duration_seconds        histogram  projection              projection.partition.*
+//	projection_sink_write_duration_seconds   histogram  projection              projection_sink.write.*
+//	projection_checkpoint_saves_total        counter    projection, outcome     checkpoint.save.*, redis.checkpoint.save.*
+//	projection_gaps_detected_total           counter    projection, partition   projection.gap.* (notification)
+//	projection_skipped_entries_total         counter    projection, partition   gap.skipped of projection.gap.*
+//	projection_events_dead_lettered_total    counter    projection              projection.dead_letter.* (notification)
+//	projection_stops_total                   counter    projection, reason      projection.stopped.* (notification)
+//	projection_lag_events                    gauge      projection, partition   ProjectionSource, at scrape time
+//	projection_lag_seconds                   gauge      projection, partition   ProjectionSource, at scrape time
+//	projection_replay_progress_ratio         gauge      projection              ReplaySource, while a replay runs
+//	projection_lag_collect_errors_total      counter    (none)                  failed reads of a ProjectionSource
+//
+// Label values:
+//
+//   - projection is the projection_name attribute (else the operation
+//     name's last part), capped by [WithMaxProjections].
+//   - partition is the partition_index attribute, capped by
+//     [WithMaxPartitions]; partitions past the cap are summed under
+//     "other" (lag seconds: the largest).
+//   - outcome: success, or error for a failed attempt (retried) or a
+//     failed checkpoint save (a fenced or conflicting commit among them).
+//   - reason: poison or gap.
+//
+// projection_lag_events counts the entries after a partition's checkpoint
+// still in the stream; projection_lag_seconds is the Redis clock minus the
+// time of the oldest of them, 0 when caught up. Both stay true after XDEL
+// and XTRIM, where Redis' consumer-group lag cannot tell. A scrape waits for
+// the sources at most [CollectTimeout]; a source that fails, is late or
+// panics leaves out its own gauges and counts in
+// projection_lag_collect_errors_total. The histograms and the processed and
+// checkpoint counters carry exemplars when the hook runs inside the span
+// hook of watermillobs (a higher priority; see [NewProjectionHook]).
+//
 // # Labels and cardinality
 //
 // Every label value that comes from a message or a topic name is bounded to

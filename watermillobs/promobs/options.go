@@ -94,13 +94,15 @@ type Option interface{ apply(*config) }
 // [NewSagaCollector].
 type SagaOption interface{ applySaga(*config) }
 
-// A SharedOption configures both the message and the saga metrics
-// (namespace, const labels, buckets, logger). Options that concern only one
-// of them are an Option or a SagaOption, so that neither constructor can be
-// given a setting it would ignore.
+// A SharedOption configures the message, the saga and the projection
+// metrics alike (namespace, const labels, buckets, logger). Options that
+// concern only one of them are an Option, a SagaOption or a
+// ProjectionOption, so that no constructor can be given a setting it would
+// ignore.
 type SharedOption interface {
 	Option
 	SagaOption
+	ProjectionOption
 }
 
 type optionFunc func(*config)

@@ -152,7 +152,7 @@ func TestProjectionHook_counts_policy_stops(t *testing.T) {
 
 func TestProjectionHook_caps_projection_labels(t *testing.T) {
 	prom := prometheus.NewPedanticRegistry()
-	hook, err := promobs.NewProjectionHook(prom, promobs.WithMaxProjections(1), promobs.WithNamespace("shop").(promobs.ProjectionOption))
+	hook, err := promobs.NewProjectionHook(prom, promobs.WithMaxProjections(1), promobs.WithNamespace("shop"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ projection_replay_progress_ratio{projection="orders"} 0.25
 func TestProjectionCollector_failing_sources_leave_only_their_gauges_out(t *testing.T) {
 	good := lagSource{rows: [][3]float64{{0, 3, 0}}}
 	c, err := promobs.NewProjectionCollector([]promobs.ProjectionSource{good, lagSource{err: errors.New("redis down")}, lagSource{panic: true}},
-		promobs.WithLogger(slog.New(slog.DiscardHandler)).(promobs.ProjectionOption))
+		promobs.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		t.Fatal(err)
 	}
