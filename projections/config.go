@@ -22,8 +22,8 @@ const (
 	// published with (see Config.LinkTraces).
 	SpanPerEvent SpanMode = iota
 	// SpanPerBatch runs one projection.process operation per batch, a new
-	// root linked to the trace of the batch's first traced event: the span
-	// hook takes a single link (contract.WithLink).
+	// root with a link to each traced event of the batch (up to 128, see
+	// contract.WithLinks).
 	SpanPerBatch
 )
 

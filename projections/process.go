@@ -66,19 +66,19 @@ func (w *Worker) applyItems(ctx context.Context, p Partition, items []item, b *B
 }
 
 // applyBatch runs one projection.process operation for the whole batch, a
-// new root linked to the first event that carries a trace context.
+// new root linked to every event that carries a trace context.
 func (w *Worker) applyBatch(ctx context.Context, p Partition, items []item, first Event, b *Batch, c *Commit) error {
 	parent := trace.SpanContextFromContext(ctx)
-	bctx := ctx
+	var links []trace.SpanContext
 	for _, it := range items {
 		if it.err != nil {
 			continue
 		}
 		if sc := trace.SpanContextFromContext(w.prop.ExtractTrace(ctx, it.ev.Metadata)); sc.IsValid() && !sc.Equal(parent) {
-			bctx = contract.WithLink(ctx, sc)
-			break
+			links = append(links, sc)
 		}
 	}
+	bctx := contract.WithLinks(ctx, links)
 	reg := hooks.FromContext(ctx)
 	name := opProcess + w.name
 	var attrs []slog.Attr

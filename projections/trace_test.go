@@ -45,22 +45,31 @@ func TestTrace_projection_span_continues_or_links_the_published_message(t *testi
 			stream := w.StreamNames()[0]
 
 			pub := watermillobs.NewPublisher(testsvc.RedisPublisher(t), watermillobs.WithTracerProvider(tp), watermillobs.WithHookRegistry(hooks.NewRegistry()))
-			msg := message.NewMessage(watermill.NewUUID(), []byte(`{}`))
-			msg.Metadata.Set("name", "OrderPlaced")
-			ctx := hooks.WithCorrelationID(context.Background(), "corr-42")
-			msg.SetContext(ctx)
-			if err := pub.Publish(stream, msg); err != nil {
-				t.Fatal(err)
+			// A batch span links to every event of its batch: three
+			// events, each published in a trace of its own.
+			n := 1
+			if tc.spans == projections.SpanPerBatch {
+				n = 3
 			}
-			var send sdktrace.ReadOnlySpan
-			for _, s := range rec.Ended() {
-				if strings.HasPrefix(s.Name(), "send ") {
-					send = s
+			var msg *message.Message
+			for range n {
+				msg = message.NewMessage(watermill.NewUUID(), []byte(`{}`))
+				msg.Metadata.Set("name", "OrderPlaced")
+				msg.SetContext(hooks.WithCorrelationID(context.Background(), "corr-42"))
+				if err := pub.Publish(stream, msg); err != nil {
+					t.Fatal(err)
 				}
 			}
-			if send == nil {
-				t.Fatalf("no send span among %v", spanNames(rec.Ended()))
+			var sends []sdktrace.ReadOnlySpan
+			for _, s := range rec.Ended() {
+				if strings.HasPrefix(s.Name(), "send ") {
+					sends = append(sends, s)
+				}
 			}
+			if len(sends) != n {
+				t.Fatalf("%d send spans among %v, want %d", len(sends), spanNames(rec.Ended()), n)
+			}
+			send := sends[len(sends)-1]
 
 			stop := start(t, w)
 			waitCaughtUp(t, w, 20*time.Second)
@@ -84,7 +93,20 @@ func TestTrace_projection_span_continues_or_links_the_published_message(t *testi
 			}
 			sendSC := send.SpanContext()
 			switch {
-			case tc.link || tc.spans == projections.SpanPerBatch:
+			case tc.spans == projections.SpanPerBatch:
+				if process.Parent().IsValid() {
+					t.Fatalf("batch span has parent %v, want a new root", process.Parent())
+				}
+				links := process.Links()
+				if len(links) != n {
+					t.Fatalf("batch span has %d links, want %d, one per event", len(links), n)
+				}
+				for i, l := range links {
+					if l.SpanContext.SpanID() != sends[i].SpanContext().SpanID() || l.SpanContext.TraceID() != sends[i].SpanContext().TraceID() {
+						t.Errorf("link %d = %v, want the send span of event %d (%v)", i, l.SpanContext, i, sends[i].SpanContext())
+					}
+				}
+			case tc.link:
 				if process.SpanContext().TraceID() == sendSC.TraceID() || process.Parent().IsValid() {
 					t.Fatalf("span in trace %s with parent %v, want a new root", process.SpanContext().TraceID(), process.Parent())
 				}

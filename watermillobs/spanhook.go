@@ -125,14 +125,18 @@ func (h *spanHook) Around(ctx context.Context, op hooks.Operation, next hooks.Ne
 }
 
 // start starts the span of op: a child of the span in ctx, or, when the
-// operation asked for it with contract.WithLink, a new root linked to the
-// saved span context.
+// operation asked for it with contract.WithLink or WithLinks, a new root
+// linked to the saved span contexts.
 func (h *spanHook) start(ctx context.Context, op hooks.Operation) (context.Context, trace.Span) {
 	name := bound.String(op.Name, bound.Attribute)
-	if sc, ok := contract.Link(ctx); ok {
+	if scs := contract.Links(ctx); len(scs) > 0 {
 		ctx = contract.WithoutLink(ctx)
+		links := make([]trace.Link, len(scs))
+		for i, sc := range scs {
+			links[i] = trace.Link{SpanContext: sc}
+		}
 		return spans.Start(ctx, h.tracer, h.onPanic, name, trace.WithSpanKind(trace.SpanKindInternal),
-			trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: sc}))
+			trace.WithNewRoot(), trace.WithLinks(links...))
 	}
 	return spans.Start(ctx, h.tracer, h.onPanic, name, trace.WithSpanKind(trace.SpanKindInternal))
 }
