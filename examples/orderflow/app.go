@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -73,9 +72,11 @@ func newApp(ctx context.Context, cfg config, tel *telemetry, br *broker, ob *ord
 	// Watermill's own CQRS configurations.
 	t := a.topics
 	cbc := cqrs.CommandBusConfig{
-		GeneratePublishTopic: func(p cqrs.CommandBusGeneratePublishTopicParams) (string, error) { return t.command(p.CommandName), nil },
-		Marshaler:            marshaler,
-		Logger:               tel.wmlog,
+		GeneratePublishTopic: func(p cqrs.CommandBusGeneratePublishTopicParams) (string, error) {
+			return t.command(p.CommandName), nil
+		},
+		Marshaler: marshaler,
+		Logger:    tel.wmlog,
 	}
 	ebc := cqrs.EventBusConfig{
 		// One topic for every event: the saga's handlers group reads one.
@@ -243,9 +244,14 @@ func (a *app) apiHandlers() []cqrs.CommandHandler {
 	}
 }
 
-// errGatewayUnavailable is the scripted transient failure of the payment
-// gateway: the command is nacked and redelivered.
-var errGatewayUnavailable = errors.New("payment gateway unavailable")
+// GatewayUnavailableError is the scripted transient failure of the
+// payment gateway: the command is nacked and redelivered. Its type names
+// the failure on the span (error.type).
+type GatewayUnavailableError struct{ OrderID string }
+
+func (e *GatewayUnavailableError) Error() string {
+	return "charging order " + e.OrderID + ": payment gateway unavailable"
+}
 
 // workerHandlers are the stock, payment and shipping services and the
 // order-status query.
@@ -261,7 +267,7 @@ func (a *app) workerHandlers() []cqrs.CommandHandler {
 			case cardDeclined:
 				uuid := cqrs.OriginalMessageFromCtx(ctx).UUID
 				if _, failed := a.failedOnce.LoadOrStore(uuid, true); !failed {
-					return fmt.Errorf("charging order %s: %w", c.OrderID, errGatewayUnavailable)
+					return &GatewayUnavailableError{OrderID: c.OrderID}
 				}
 				a.failedOnce.Delete(uuid)
 				return a.events.Publish(ctx, &PaymentFailed{OrderID: c.OrderID, Reason: "card declined"})

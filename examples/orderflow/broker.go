@@ -62,7 +62,12 @@ func newRedisBroker(ctx context.Context, addr string, t topics, consumer string,
 		_ = client.Close()
 		return nil, fmt.Errorf("cannot reach Redis at %s (REDIS_ADDR): %w", addr, err)
 	}
-	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: client}, logger)
+	// watermill-redisstream closes the client of a publisher or subscriber
+	// that is closed: each gets a view whose Close does nothing, so that a
+	// request/reply caller closing its reply subscriber leaves the others
+	// running. The client itself is closed last.
+	shared := sharedClient{client}
+	pub, err := redisstream.NewPublisher(redisstream.PublisherConfig{Client: shared}, logger)
 	if err != nil {
 		_ = client.Close()
 		return nil, err
@@ -76,7 +81,7 @@ func newRedisBroker(ctx context.Context, addr string, t topics, consumer string,
 		publisher: pub,
 		subscriber: func(group string) (message.Subscriber, error) {
 			return redisstream.NewSubscriber(redisstream.SubscriberConfig{
-				Client:                        client,
+				Client:                        shared,
 				ConsumerGroup:                 t.group(group),
 				Consumer:                      consumer,
 				BlockTime:                     100 * time.Millisecond,
@@ -91,7 +96,7 @@ func newRedisBroker(ctx context.Context, addr string, t topics, consumer string,
 			// from its start, so a reply published before the first read is
 			// not missed.
 			return redisstream.NewSubscriber(redisstream.SubscriberConfig{
-				Client:                        client,
+				Client:                        shared,
 				FanOutOldestId:                "0",
 				BlockTime:                     100 * time.Millisecond,
 				DisableIndefiniteInitialBlock: true,
@@ -105,6 +110,12 @@ func newRedisBroker(ctx context.Context, addr string, t topics, consumer string,
 		},
 	}, nil
 }
+
+// sharedClient is a Redis client that its users cannot close.
+type sharedClient struct{ *redis.Client }
+
+// Close does nothing: the broker closes the client.
+func (sharedClient) Close() error { return nil }
 
 // nopCloseSubscriber keeps a shared GoChannel open when a request/reply
 // caller closes its reply subscriber.

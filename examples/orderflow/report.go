@@ -16,9 +16,9 @@ import (
 
 // Widths of the waterfall's columns.
 const (
-	nameWidth    = 54
-	processWidth = 14
-	barWidth     = 40
+	maxNameWidth = 96
+	processWidth = 13
+	barWidth     = 30
 )
 
 // report prints the waterfall of one order's trace and the summary of the
@@ -80,76 +80,107 @@ func (a *app) collectSpans(ctx context.Context, roots map[string]bool) ([]spanRe
 
 // printWaterfall prints the span tree of o's trace, each span with its
 // process, an offset-and-duration bar and its duration; errors and links
-// marked; then the spans of other traces that link into it.
+// marked; then, each on its own time axis, the traces that link into it
+// (the status queries, the outbox forwards).
 func (a *app) printWaterfall(out io.Writer, spans []spanRecord, o *placedOrder) {
 	traceID := o.span.TraceID().String()
 	byID := make(map[string]spanRecord, len(spans))
+	byTrace := map[string][]spanRecord{}
 	for _, s := range spans {
 		byID[s.SpanID] = s
+		byTrace[s.TraceID] = append(byTrace[s.TraceID], s)
 	}
-	var inTrace, linking []spanRecord
-	linkingTraces := map[string]bool{}
-	for _, s := range spans {
-		if s.TraceID == traceID {
-			inTrace = append(inTrace, s)
-			continue
-		}
-		for _, l := range s.Links {
-			if l.TraceID == traceID {
-				linkingTraces[s.TraceID] = true
-			}
-		}
-	}
-	for _, s := range spans {
-		if linkingTraces[s.TraceID] {
-			linking = append(linking, s)
-		}
-	}
-	shown := append(slices.Clone(inTrace), linking...)
-	if len(inTrace) == 0 {
+	if len(byTrace[traceID]) == 0 {
 		fmt.Fprintf(out, "no spans of trace %s were recorded\n", traceID)
 		return
 	}
-	start, end := shown[0].Start, shown[0].End
-	for _, s := range shown {
-		if s.Start.Before(start) {
-			start = s.Start
-		}
-		if s.End.After(end) {
-			end = s.End
+	var linking []string
+	for id, ss := range byTrace {
+		if id != traceID && slices.ContainsFunc(ss, func(s spanRecord) bool {
+			return slices.ContainsFunc(s.Links, func(l spanfile.Link) bool { return l.TraceID == traceID })
+		}) {
+			linking = append(linking, id)
 		}
 	}
-	total := end.Sub(start)
-	if total <= 0 {
-		total = time.Microsecond
-	}
-	w := &waterfall{out: out, start: start, total: total, byID: byID, strip: a.cfg.prefix}
+	slices.SortFunc(linking, func(x, y string) int { return traceStart(byTrace[x]).Compare(traceStart(byTrace[y])) })
 
 	outcome := o.outcome
 	if o.reply != nil && o.reply.Status != "" {
 		outcome += " (" + o.reply.Status + ")"
 	}
-	fmt.Fprintf(out, "Trace %s of %s: %s\n", traceID, o.id, outcome)
-	fmt.Fprintf(out, "%-*s %-*s |%-*s| %10s\n", nameWidth, "span", processWidth, "process",
-		barWidth, "0"+strings.Repeat(" ", barWidth-1-len(formatDuration(total)))+formatDuration(total), "duration")
-	w.tree(inTrace)
-	if len(linking) > 0 {
-		fmt.Fprintln(out, "linked traces (a span there links to a span of this trace):")
-		w.tree(linking)
+	processes := map[string]bool{}
+	for _, s := range byTrace[traceID] {
+		processes[s.Process] = true
+	}
+	fmt.Fprintf(out, "Trace %s of %s: %s, %d spans in %d processes\n", traceID, o.id, outcome, len(byTrace[traceID]), len(processes))
+	w := &waterfall{out: out, byID: byID, strip: a.cfg.prefix}
+	w.section(byTrace[traceID])
+	for _, id := range linking {
+		fmt.Fprintf(out, "\nTrace %s, linked to it:\n", id)
+		w.section(byTrace[id])
 	}
 }
 
-// waterfall prints span trees against one time axis.
-type waterfall struct {
-	out   io.Writer
-	start time.Time
-	total time.Duration
-	byID  map[string]spanRecord
-	strip string // the stream prefix, left out of span names
+func traceStart(spans []spanRecord) time.Time {
+	start := spans[0].Start
+	for _, s := range spans {
+		if s.Start.Before(start) {
+			start = s.Start
+		}
+	}
+	return start
 }
 
-// tree prints the spans as trees by parent, roots first by start time.
-func (w *waterfall) tree(spans []spanRecord) {
+// waterfall prints span trees, each against its own time axis.
+type waterfall struct {
+	out       io.Writer
+	nameWidth int
+	start     time.Time
+	total     time.Duration
+	byID      map[string]spanRecord
+	strip     string // the stream prefix, left out of span names
+}
+
+// section prints the spans of one trace with a header and their axis.
+func (w *waterfall) section(spans []spanRecord) {
+	w.start = traceStart(spans)
+	end := spans[0].End
+	for _, s := range spans {
+		if s.End.After(end) {
+			end = s.End
+		}
+	}
+	w.total = max(end.Sub(w.start), time.Microsecond)
+	rows := w.tree(spans)
+	w.nameWidth = len("span")
+	for _, r := range rows {
+		w.nameWidth = max(w.nameWidth, len(w.label(r)))
+	}
+	w.nameWidth = min(w.nameWidth, maxNameWidth)
+	total := formatDuration(w.total)
+	fmt.Fprintf(w.out, "%-*s %-*s |0%*s| %9s\n", w.nameWidth, "span", processWidth, "process", barWidth-1, total, "duration")
+	for _, r := range rows {
+		w.line(r)
+	}
+}
+
+// row is one line of a waterfall: a span and the spans folded onto it.
+type row struct {
+	indent string
+	spans  []spanRecord
+}
+
+// folded reports whether a span is printed on its parent's line: the
+// handling spans of the one message a process span handles
+// (process events > cqrs.OrderPlaced > event.dispatch.OrderPlaced).
+func folded(parent, child spanRecord) bool {
+	return parent.Process == child.Process &&
+		(strings.HasPrefix(child.Name, "cqrs.") && strings.HasPrefix(parent.Name, "process ") ||
+			strings.HasPrefix(child.Name, "event.dispatch.") && strings.HasPrefix(parent.Name, "cqrs."))
+}
+
+// tree orders the spans as trees by parent, roots first by start time.
+func (w *waterfall) tree(spans []spanRecord) []row {
 	ids := make(map[string]bool, len(spans))
 	for _, s := range spans {
 		ids[s.SpanID] = true
@@ -165,17 +196,24 @@ func (w *waterfall) tree(spans []spanRecord) {
 	}
 	byStart := func(a, b spanRecord) int { return a.Start.Compare(b.Start) }
 	slices.SortFunc(roots, byStart)
+	var rows []row
 	var walk func(s spanRecord, prefix string, last, root bool)
 	walk = func(s spanRecord, prefix string, last, root bool) {
 		branch, next := "", ""
 		if !root {
-			branch, next = "|- ", "|  "
+			branch, next = "|-", "| "
 			if last {
-				branch, next = "`- ", "   "
+				branch, next = "`-", "  "
 			}
 		}
-		w.line(prefix+branch, s)
+		// Fold the handling spans of one message onto one line.
+		line := []spanRecord{s}
 		kids := children[s.SpanID]
+		for len(kids) == 1 && folded(line[len(line)-1], kids[0]) {
+			line = append(line, kids[0])
+			kids = children[kids[0].SpanID]
+		}
+		rows = append(rows, row{prefix + branch, line})
 		slices.SortFunc(kids, byStart)
 		for i, k := range kids {
 			walk(k, prefix+next, i == len(kids)-1, false)
@@ -184,31 +222,54 @@ func (w *waterfall) tree(spans []spanRecord) {
 	for _, r := range roots {
 		walk(r, "", true, true)
 	}
+	return rows
 }
 
-// line prints one span.
-func (w *waterfall) line(indent string, s spanRecord) {
-	name := indent + strings.ReplaceAll(s.Name, w.strip, "")
-	if detail := spanDetail(s); detail != "" {
+// label is the name column of a row.
+func (w *waterfall) label(r row) string {
+	spans := r.spans
+	names := make([]string, 0, len(spans))
+	for i, f := range spans {
+		name := strings.ReplaceAll(f.Name, w.strip, "")
+		if i > 0 && strings.HasPrefix(name, "event.dispatch.") {
+			name = "dispatch" // the event type is in the cqrs span's name
+		}
+		names = append(names, name)
+	}
+	name := r.indent + strings.Join(names, " > ")
+	if detail := spanDetail(spans[len(spans)-1]); detail != "" {
 		name += "  " + detail
 	}
-	if len(name) > nameWidth {
-		name = name[:nameWidth-1] + "~"
+	return name
+}
+
+// line prints one row.
+func (w *waterfall) line(r row) {
+	spans := r.spans
+	s := spans[0]
+	name := w.label(r)
+	if len(name) > w.nameWidth {
+		name = name[:w.nameWidth-1] + "~"
 	}
-	fmt.Fprintf(w.out, "%-*s %-*s |%s| %10s", nameWidth, name, processWidth, cut(s.Process, processWidth),
+	fmt.Fprintf(w.out, "%-*s %-*s |%s| %9s", w.nameWidth, name, processWidth, cut(s.Process, processWidth),
 		w.bar(s), formatDuration(duration(s)))
-	if s.Status == "Error" {
-		fmt.Fprint(w.out, "  !! ERROR")
-		if t := s.Attrs["error.type"]; t != "" {
-			fmt.Fprint(w.out, " "+t)
+	for _, f := range spans {
+		if f.Status == "Error" {
+			fmt.Fprint(w.out, "  !! ERROR")
+			if t := f.Attrs["error.type"]; t != "" {
+				fmt.Fprint(w.out, " "+t)
+			}
+			break
 		}
 	}
-	for _, l := range s.Links {
-		target := l.TraceID[:8] + "/" + l.SpanID[:8]
-		if t, ok := w.byID[l.SpanID]; ok {
-			target = strings.ReplaceAll(t.Name, w.strip, "") + " " + target
+	for _, f := range spans {
+		for _, l := range f.Links {
+			target := l.TraceID[:8] + "/" + l.SpanID[:8]
+			if t, ok := w.byID[l.SpanID]; ok {
+				target = strings.ReplaceAll(t.Name, w.strip, "") + " in trace " + l.TraceID[:8]
+			}
+			fmt.Fprint(w.out, "  -> link to "+target)
 		}
-		fmt.Fprint(w.out, "  -> link to "+target)
 	}
 	fmt.Fprintln(w.out)
 }
@@ -227,13 +288,11 @@ func spanDetail(s spanRecord) string {
 	a := s.Attrs
 	switch {
 	case strings.HasPrefix(s.Name, "saga.run."):
-		d := "step " + a["saga.step"] + " " + a["saga.from_state"] + " > " + a["saga.to_state"]
+		d := "step " + a["saga.step"] + " -> " + a["saga.to_state"]
 		if o := a["saga.outcome"]; o != "" && o != "running" {
 			d += " (" + o + ")"
 		}
 		return d
-	case strings.HasPrefix(s.Name, "send "), strings.HasPrefix(s.Name, "process "), strings.HasPrefix(s.Name, "receive "):
-		return a["messaging.message.type"]
 	}
 	return ""
 }
