@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/spanfile"
-	"github.com/cqrs-ddd/watermill-observability/sagas"
 )
 
 // Widths of the waterfall's columns.
@@ -113,6 +112,9 @@ func (a *app) printWaterfall(out io.Writer, spans []spanRecord, o *placedOrder) 
 		processes[s.Process] = true
 	}
 	fmt.Fprintf(out, "Trace %s of %s: %s, %d spans in %d processes\n", traceID, o.id, outcome, len(byTrace[traceID]), len(processes))
+	if a.cfg.role == roleAPI && a.cfg.spansDir == "" {
+		fmt.Fprintln(out, "(this process's spans only: give every process -spans-dir DIR for theirs, or export them with OTLP)")
+	}
 	w := &waterfall{out: out, byID: byID, strip: a.cfg.prefix}
 	w.section(byTrace[traceID])
 	for _, id := range linking {
@@ -360,7 +362,6 @@ func (a *app) printSummary(out io.Writer, spans []spanRecord, res *runResult, ch
 	if res.stalled {
 		fmt.Fprintln(out, "\nNot every order ended within -timeout.")
 	}
-	_ = sagas.OutcomeCompleted
 }
 
 // percentile returns the p-th percentile (nearest rank) of d.

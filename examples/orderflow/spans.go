@@ -42,7 +42,7 @@ func toRecord(s sdktrace.ReadOnlySpan, process string) spanRecord {
 	if attrs := s.Attributes(); len(attrs) > 0 {
 		r.Attrs = make(map[string]string, len(attrs))
 		for _, kv := range attrs {
-			r.Attrs[string(kv.Key)] = kv.Value.Emit()
+			r.Attrs[string(kv.Key)] = kv.Value.String()
 		}
 	}
 	return r

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -183,25 +182,4 @@ func (t *telemetry) shutdown(ctx context.Context) error {
 	}
 	errs = append(errs, t.tp.Shutdown(ctx))
 	return errors.Join(errs...)
-}
-
-// shortID cuts an ID for display.
-func shortID(id string) string {
-	if len(id) > 8 {
-		return id[:8]
-	}
-	return id
-}
-
-// sanitizeTable turns s into a PostgreSQL-friendly name part.
-func sanitizeTable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' {
-			return r
-		}
-		if r >= 'A' && r <= 'Z' {
-			return r + 'a' - 'A'
-		}
-		return '_'
-	}, s)
 }
