@@ -47,6 +47,9 @@ type config struct {
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
 		fmt.Fprintln(os.Stderr, "orderflow:", err)
 		os.Exit(1)
 	}
