@@ -10,8 +10,8 @@
 // order as a waterfall and a summary.
 //
 //	go run ./examples/orderflow                        # everything in one process, no server
-//	REDIS_ADDR=127.0.0.1:6379 go run ./examples/orderflow -role worker -spans-dir /tmp/spans &
-//	REDIS_ADDR=127.0.0.1:6379 go run ./examples/orderflow -role api -spans-dir /tmp/spans
+//	REDIS_ADDR=127.0.0.1:6379 go run ./examples/orderflow -role worker -spans-dir spans &
+//	REDIS_ADDR=127.0.0.1:6379 go run ./examples/orderflow -role api -spans-dir spans
 //
 // The environment: REDIS_ADDR (Redis Streams and the saga store in Redis),
 // POSTGRES_DSN (the outbox), and OpenTelemetry's OTEL_EXPORTER_OTLP_ENDPOINT,

@@ -85,9 +85,10 @@ func newTelemetry(ctx context.Context, role, spansDir, metricsAddr string) (*tel
 		resource.WithHost(),
 		resource.WithAttributes(roleKey.String(role)),
 	)
-	if err != nil && res == nil {
+	if res == nil {
 		return nil, fmt.Errorf("cannot build the resource: %w", err)
 	}
+	resErr := err // a partial resource (a detector failed) is still used
 	tpOpts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 	if otlpConfigured() {
 		exp, err := otlptracehttp.New(ctx)
@@ -123,6 +124,9 @@ func newTelemetry(ctx context.Context, role, spansDir, metricsAddr string) (*tel
 	// to every record logged with a context.
 	t.logger = slog.New(watermillobs.NewLogHandler(slog.NewJSONHandler(os.Stdout, nil)))
 	slog.SetDefault(t.logger)
+	if resErr != nil {
+		t.logger.Warn("some resource attributes are missing", "error", resErr)
+	}
 	// Watermill's own logs: warnings and errors only, the same JSON.
 	t.wmlog = watermill.NewSlogLogger(slog.New(watermillobs.NewLogHandler(
 		slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelWarn}))))
