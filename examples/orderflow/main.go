@@ -41,6 +41,7 @@ type config struct {
 	spansDir       string
 	prefix         string
 	paymentTimeout time.Duration
+	keepRunning    bool
 	redisAddr      string
 	postgresDSN    string
 }
@@ -65,6 +66,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.spansDir, "spans-dir", "", "write this process's spans as JSON lines into this directory; the api reads them all for the waterfall (empty: off)")
 	fs.StringVar(&cfg.prefix, "prefix", "orderflow:", "prefix of every Redis stream and key")
 	fs.DurationVar(&cfg.paymentTimeout, "payment-timeout", 3*time.Second, "how long the saga waits for the payment before it compensates")
+	fs.BoolVar(&cfg.keepRunning, "keep-running", false, "after the report, keep running (handlers, /metrics) until SIGINT or SIGTERM, for a Prometheus scraping the process")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -154,6 +156,10 @@ func run(args []string, out io.Writer) error {
 	result, placeErr := a.placeAndWait(ctx)
 	if result != nil {
 		a.report(ctx, out, result)
+	}
+	if cfg.keepRunning && placeErr == nil {
+		tel.logger.Info("orders done; running until SIGINT or SIGTERM (-keep-running)")
+		<-ctx.Done()
 	}
 	stopRouter()
 	if err := wait(); err != nil && placeErr == nil {
