@@ -1,7 +1,8 @@
 # Makefile of github.com/cqrs-ddd/watermill-observability.
 #
-#   make test        start/check Redis and PostgreSQL, go vet, go test -race, then the
-#                    allocation pins (TestAllocs*) without -race, which they need
+#   make test        start/check Redis and PostgreSQL, install promtool if missing (for
+#                    deploy/), go vet, go test -race, then the allocation pins
+#                    (TestAllocs*) without -race, which they need
 #   make test-integration  the full-size scenarios (WMOBS_FULL=1: Watermill's whole
 #                    Pub/Sub suite, ...), with -race; CI runs it after make test
 #   make services    only start/check the test services (scripts/test-services.sh)
@@ -35,6 +36,7 @@ ALLOC_TESTS ?= ^TestAllocs
 
 test:
 	bash scripts/test-services.sh
+	bash scripts/install-prometheus.sh
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) ./...
 	@out="$$($(GO) test -count=1 -v -run '$(ALLOC_TESTS)' $(GOTESTFLAGS) ./... 2>&1)"; status=$$?; \
@@ -45,6 +47,7 @@ test:
 
 test-integration:
 	bash scripts/test-services.sh
+	bash scripts/install-prometheus.sh
 	WMOBS_FULL=1 $(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
 
 services:

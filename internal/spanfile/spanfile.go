@@ -79,7 +79,7 @@ func (e *Exporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlySpan)
 		if attrs := s.Attributes(); len(attrs) > 0 {
 			out.Attrs = make(map[string]string, len(attrs))
 			for _, kv := range attrs {
-				out.Attrs[string(kv.Key)] = kv.Value.Emit()
+				out.Attrs[string(kv.Key)] = kv.Value.String()
 			}
 		}
 		line, err := json.Marshal(out)
