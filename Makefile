@@ -6,7 +6,9 @@
 #   make test-integration  the full-size scenarios (WMOBS_FULL=1: Watermill's whole
 #                    Pub/Sub suite, ...), with -race; CI runs it after make test
 #   make services    only start/check the test services (scripts/test-services.sh)
-#   make demo        run examples/quickstart (needs no server)
+#   make demo        run examples/orderflow: the order system in one process (needs no server)
+#   make demo-hooks  run examples/quickstart: the hook pipeline at work (needs no server)
+#   make demo-redis  run examples/orderflow as 1 api + 2 workers on Redis (REDIS_ADDR)
 #   make demo-cqrs   run examples/cqrs: one order through the CQRS layer (needs no server)
 #   make bench       benchmarks:  make bench BENCH=Hook PKG=./hooks
 #   make lint        gofmt check, go vet, staticcheck
@@ -26,7 +28,7 @@ FUZZTIME ?= 20s
 # package:FuzzName pairs, separated by spaces.
 FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./internal/bound:FuzzIsID ./watermillobs/payloadtrace:FuzzPayloadSanitize ./contract:FuzzMetadata
 
-.PHONY: test test-integration services demo demo-cqrs bench lint fuzz-short
+.PHONY: test test-integration services demo demo-hooks demo-redis demo-cqrs bench lint fuzz-short
 
 # The allocation pins skip under -race (the detector allocates), so they run
 # once more without it.
@@ -52,7 +54,13 @@ services:
 	bash scripts/test-services.sh
 
 demo:
+	$(GO) run ./examples/orderflow
+
+demo-hooks:
 	$(GO) run ./examples/quickstart
+
+demo-redis:
+	GO=$(GO) bash examples/orderflow/demo-redis.sh
 
 demo-cqrs:
 	$(GO) run ./examples/cqrs

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/cqrs-ddd/watermill-observability/internal/spanfile"
+)
+
+// spanRecord is one ended span, from this process's recorder or from the
+// span files of every process; the format of internal/spanfile.
+type spanRecord = spanfile.Span
+
+// fromRecorder converts the spans rec holds, naming process as theirs.
+func fromRecorder(rec *tracetest.SpanRecorder, process string) []spanRecord {
+	ended := rec.Ended()
+	out := make([]spanRecord, 0, len(ended))
+	for _, s := range ended {
+		out = append(out, toRecord(s, process))
+	}
+	return out
+}
+
+func toRecord(s sdktrace.ReadOnlySpan, process string) spanRecord {
+	r := spanRecord{
+		Process: process,
+		Name:    s.Name(),
+		TraceID: s.SpanContext().TraceID().String(),
+		SpanID:  s.SpanContext().SpanID().String(),
+		Status:  s.Status().Code.String(),
+		Start:   s.StartTime(),
+		End:     s.EndTime(),
+	}
+	if p := s.Parent(); p.IsValid() {
+		r.ParentID = p.SpanID().String()
+	}
+	for _, l := range s.Links() {
+		r.Links = append(r.Links, spanfile.Link{TraceID: l.SpanContext.TraceID().String(), SpanID: l.SpanContext.SpanID().String()})
+	}
+	if attrs := s.Attributes(); len(attrs) > 0 {
+		r.Attrs = make(map[string]string, len(attrs))
+		for _, kv := range attrs {
+			r.Attrs[string(kv.Key)] = kv.Value.String()
+		}
+	}
+	return r
+}
+
+func duration(s spanRecord) time.Duration { return s.End.Sub(s.Start) }
+
+// runSpans keeps the spans of the traces in roots and of the traces with a
+// span linking into one of them (the queries, the outbox forwards): the
+// spans of this run, even in a spans directory shared with earlier runs.
+func runSpans(all []spanRecord, roots map[string]bool) []spanRecord {
+	keep := make(map[string]bool, len(roots))
+	for id := range roots {
+		keep[id] = true
+	}
+	for _, s := range all {
+		for _, l := range s.Links {
+			if roots[l.TraceID] {
+				keep[s.TraceID] = true
+			}
+		}
+	}
+	var out []spanRecord
+	for _, s := range all {
+		if keep[s.TraceID] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
