@@ -147,13 +147,18 @@ func (m *Manager) deliverTimeout(ctx context.Context, s *saga, d DueTimeout, now
 			slog.String("saga.timeout", t.Name),
 		}
 	}, func(ctx context.Context) error {
-		return m.apply(ctx, s, d.ID, tr, 0, log)
+		err := m.apply(ctx, s, d.ID, tr, 0, log)
+		if errors.Is(err, ErrLockNotAcquired) {
+			// A live process is on the instance (often another
+			// recovery pass that found the same timeout): it is theirs,
+			// and the next pass looks again. Not a failed delivery.
+			log.DebugContext(ctx, "sagas: due timeout left to the process holding the instance")
+			return nil
+		}
+		return err
 	})
 	switch {
 	case err == nil:
-		return nil
-	case errors.Is(err, ErrLockNotAcquired):
-		// A live process is on the instance; the next pass retries.
 		return nil
 	case errors.Is(err, ErrPoison):
 		log.ErrorContext(ctx, "sagas: timeout step failed; retried next pass", slog.Any("error", err))

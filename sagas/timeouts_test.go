@@ -134,3 +134,43 @@ func TestManager_RunRecovery_delivers_timeouts(t *testing.T) {
 		}
 	})
 }
+
+// A due timeout whose instance another process holds (another recovery
+// pass that found it too) is left to that process: the delivery operation
+// of the pass that lost the lock does not fail.
+func TestManager_recovery_leaves_a_locked_timeout_without_error(t *testing.T) {
+	forEachStore(t, func(t *testing.T, newStore func(*testing.T) sagas.Store) {
+		w := newWorld(t, newStore(t))
+		cfg := w.config()
+		var mu sync.Mutex
+		results := map[string][]error{}
+		cfg.Registry.MustRegister(hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error {
+			err := next(ctx)
+			mu.Lock()
+			results[op.Name] = append(results[op.Name], err)
+			mu.Unlock()
+			return err
+		}), hooks.WithOperations("saga.recovery.timeouts"))
+		m, _ := w.manager(cfg, orderSaga(), true)
+		w.publish("8b1f0c35-0000-4000-8000-000000000161", "corr-16", &OrderPlaced{OrderID: "o-16", Amount: slowPayment})
+		w.waitStatus("o-16", "awaiting_payment")
+		w.clock.Advance(paymentDeadline)
+
+		ctx := context.Background()
+		if ok, err := w.store.TryLock(ctx, sagaType, "o-16", "the-other-pass", time.Minute); err != nil || !ok {
+			t.Fatalf("TryLock: %v %v", ok, err)
+		}
+		if err := m.RecoverOnce(ctx); err != nil {
+			t.Fatalf("RecoverOnce: %v", err)
+		}
+		mu.Lock()
+		got := results["saga.recovery.timeouts"]
+		mu.Unlock()
+		if len(got) != 1 || got[0] != nil {
+			t.Errorf("saga.recovery.timeouts results %v, want one success", got)
+		}
+		if inst, _, _ := w.store.Load(ctx, sagaType, "o-16"); inst.Outcome != "" || len(inst.Timeouts) != 1 {
+			t.Errorf("instance %+v: the timeout must stay for the holder or the next pass", inst)
+		}
+	})
+}
