@@ -3,7 +3,6 @@ package main
 import (
 	"time"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/spanfile"
@@ -18,34 +17,9 @@ func fromRecorder(rec *tracetest.SpanRecorder, process string) []spanRecord {
 	ended := rec.Ended()
 	out := make([]spanRecord, 0, len(ended))
 	for _, s := range ended {
-		out = append(out, toRecord(s, process))
+		out = append(out, spanfile.FromSpan(s, process))
 	}
 	return out
-}
-
-func toRecord(s sdktrace.ReadOnlySpan, process string) spanRecord {
-	r := spanRecord{
-		Process: process,
-		Name:    s.Name(),
-		TraceID: s.SpanContext().TraceID().String(),
-		SpanID:  s.SpanContext().SpanID().String(),
-		Status:  s.Status().Code.String(),
-		Start:   s.StartTime(),
-		End:     s.EndTime(),
-	}
-	if p := s.Parent(); p.IsValid() {
-		r.ParentID = p.SpanID().String()
-	}
-	for _, l := range s.Links() {
-		r.Links = append(r.Links, spanfile.Link{TraceID: l.SpanContext.TraceID().String(), SpanID: l.SpanContext.SpanID().String()})
-	}
-	if attrs := s.Attributes(); len(attrs) > 0 {
-		r.Attrs = make(map[string]string, len(attrs))
-		for _, kv := range attrs {
-			r.Attrs[string(kv.Key)] = kv.Value.String()
-		}
-	}
-	return r
 }
 
 func duration(s spanRecord) time.Duration { return s.End.Sub(s.Start) }

@@ -61,28 +61,7 @@ func NewExporter(path, process string) (*Exporter, error) {
 func (e *Exporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlySpan) error {
 	var buf []byte
 	for _, s := range spans {
-		out := Span{
-			Process: e.process,
-			Name:    s.Name(),
-			TraceID: s.SpanContext().TraceID().String(),
-			SpanID:  s.SpanContext().SpanID().String(),
-			Status:  s.Status().Code.String(),
-			Start:   s.StartTime(),
-			End:     s.EndTime(),
-		}
-		if p := s.Parent(); p.IsValid() {
-			out.ParentID = p.SpanID().String()
-		}
-		for _, l := range s.Links() {
-			out.Links = append(out.Links, Link{TraceID: l.SpanContext.TraceID().String(), SpanID: l.SpanContext.SpanID().String()})
-		}
-		if attrs := s.Attributes(); len(attrs) > 0 {
-			out.Attrs = make(map[string]string, len(attrs))
-			for _, kv := range attrs {
-				out.Attrs[string(kv.Key)] = kv.Value.String()
-			}
-		}
-		line, err := json.Marshal(out)
+		line, err := json.Marshal(FromSpan(s, e.process))
 		if err != nil {
 			return fmt.Errorf("spanfile: %w", err)
 		}
@@ -97,6 +76,32 @@ func (e *Exporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlySpan)
 		return fmt.Errorf("spanfile: %w", err)
 	}
 	return nil
+}
+
+// FromSpan converts an ended span of process to the file's form.
+func FromSpan(s sdktrace.ReadOnlySpan, process string) Span {
+	out := Span{
+		Process: process,
+		Name:    s.Name(),
+		TraceID: s.SpanContext().TraceID().String(),
+		SpanID:  s.SpanContext().SpanID().String(),
+		Status:  s.Status().Code.String(),
+		Start:   s.StartTime(),
+		End:     s.EndTime(),
+	}
+	if p := s.Parent(); p.IsValid() {
+		out.ParentID = p.SpanID().String()
+	}
+	for _, l := range s.Links() {
+		out.Links = append(out.Links, Link{TraceID: l.SpanContext.TraceID().String(), SpanID: l.SpanContext.SpanID().String()})
+	}
+	if attrs := s.Attributes(); len(attrs) > 0 {
+		out.Attrs = make(map[string]string, len(attrs))
+		for _, kv := range attrs {
+			out.Attrs[string(kv.Key)] = kv.Value.String()
+		}
+	}
+	return out
 }
 
 // Shutdown closes the file.

@@ -62,16 +62,9 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, fmt.Errorf("cannot register promobs collector: %w", err)
-		}
-		existing, ok := are.ExistingCollector.(*collector)
-		if !ok {
-			return nil, fmt.Errorf("cannot reuse registered collector of type %T: %w", are.ExistingCollector, err)
-		}
-		c = existing
+	c, err = registerShared(reg, c, "promobs collector")
+	if err != nil {
+		return nil, err
 	}
 	return &Metrics{
 		c:           c,

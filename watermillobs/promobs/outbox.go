@@ -2,7 +2,6 @@ package promobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -105,16 +104,9 @@ func NewOutboxMetrics(reg prometheus.Registerer, cfg OutboxMetricsConfig) (*Outb
 	if err != nil {
 		return nil, err
 	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, fmt.Errorf("cannot register outbox metrics: %w", err)
-		}
-		existing, ok := are.ExistingCollector.(*outboxCollector)
-		if !ok {
-			return nil, fmt.Errorf("cannot reuse registered collector of type %T: %w", are.ExistingCollector, err)
-		}
-		c = existing
+	c, err = registerShared(reg, c, "outbox metrics")
+	if err != nil {
+		return nil, err
 	}
 	logger := cfg.Logger
 	if logger == nil {

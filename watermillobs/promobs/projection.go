@@ -2,7 +2,6 @@ package promobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -87,16 +86,9 @@ func NewProjectionHook(reg prometheus.Registerer, opts ...ProjectionOption) (hoo
 	if err != nil {
 		return nil, err
 	}
-	if err := reg.Register(m); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, fmt.Errorf("cannot register projection metrics: %w", err)
-		}
-		existing, ok := are.ExistingCollector.(*projectionMetrics)
-		if !ok {
-			return nil, fmt.Errorf("cannot reuse registered collector of type %T: %w", are.ExistingCollector, err)
-		}
-		m = existing
+	m, err = registerShared(reg, m, "projection metrics")
+	if err != nil {
+		return nil, err
 	}
 	return &projectionHook{m: m, now: cfg.now, logger: cfg.log(), observeHook: cfg.observeHook}, nil
 }

@@ -2,7 +2,6 @@ package promobs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -112,16 +111,9 @@ func NewSagaHook(reg prometheus.Registerer, opts ...SagaOption) (hooks.Hook, err
 	if err != nil {
 		return nil, err
 	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, fmt.Errorf("cannot register saga metrics: %w", err)
-		}
-		existing, ok := are.ExistingCollector.(*sagaMetrics)
-		if !ok {
-			return nil, fmt.Errorf("cannot reuse registered collector of type %T: %w", are.ExistingCollector, err)
-		}
-		c = existing
+	c, err = registerShared(reg, c, "saga metrics")
+	if err != nil {
+		return nil, err
 	}
 	return &sagaHook{m: c, now: cfg.now, logger: cfg.log(), observeHook: cfg.observeHook}, nil
 }
