@@ -42,6 +42,7 @@ type config struct {
 	prefix         string
 	paymentTimeout time.Duration
 	keepRunning    bool
+	traceAll       bool
 	redisAddr      string
 	postgresDSN    string
 }
@@ -67,6 +68,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.prefix, "prefix", "orderflow:", "prefix of every Redis stream and key")
 	fs.DurationVar(&cfg.paymentTimeout, "payment-timeout", 3*time.Second, "how long the saga waits for the payment before it compensates")
 	fs.BoolVar(&cfg.keepRunning, "keep-running", false, "after the report, keep running (handlers, /metrics) until SIGINT or SIGTERM, for a Prometheus scraping the process")
+	fs.BoolVar(&cfg.traceAll, "trace-all", false, "trace every hook operation (\"*\") instead of the default profile, and log each operation with its attribute keys (diagnostics; docs/reference.md is checked with it)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -96,7 +98,7 @@ func run(args []string, out io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	tel, err := newTelemetry(ctx, cfg.role, cfg.spansDir, cfg.metricsAddr)
+	tel, err := newTelemetry(ctx, cfg.role, cfg.spansDir, cfg.metricsAddr, cfg.traceAll)
 	if err != nil {
 		return err
 	}

@@ -71,8 +71,9 @@ func otlpConfigured() bool {
 // headers and the rest from the environment itself), to a JSON-lines file
 // in spansDir when set, and, in the api, to an in-process recorder for the
 // waterfall. The sampler is the SDK's, which reads OTEL_TRACES_SAMPLER and
-// OTEL_TRACES_SAMPLER_ARG (parent-based always-on when unset).
-func newTelemetry(ctx context.Context, role, spansDir, metricsAddr string) (*telemetry, error) {
+// OTEL_TRACES_SAMPLER_ARG (parent-based always-on when unset). traceAll
+// traces every hook operation and logs each one (see traceAllHooks).
+func newTelemetry(ctx context.Context, role, spansDir, metricsAddr string, traceAll bool) (*telemetry, error) {
 	instanceID := watermill.NewUUID()
 	t := &telemetry{process: role + "-" + instanceID[:6]}
 
@@ -135,7 +136,14 @@ func newTelemetry(ctx context.Context, role, spansDir, metricsAddr string) (*tel
 	// redis.lock.*, outbox.*, event.dispatch.*, ...), the saga and outbox
 	// metrics hooks added by the parts that run.
 	t.reg = hooks.NewRegistry()
-	if _, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: t.reg, TracerProvider: t.tp, Logger: t.logger}); err != nil {
+	var ops []string // nil: the default profile
+	if traceAll {
+		ops = []string{"*"}
+		if err := registerOperationLog(t.reg, t.logger); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: t.reg, TracerProvider: t.tp, Logger: t.logger, Operations: ops}); err != nil {
 		return nil, err
 	}
 	t.opts = []watermillobs.Option{
