@@ -123,8 +123,8 @@ type collector struct {
 
 func newCollector(cfg *config) (*collector, error) {
 	ns, cl := cfg.namespace, cfg.constLabels
-	if !validNamespace(ns) {
-		return nil, fmt.Errorf("cannot use namespace %q: want letters, digits and underscores, not starting with a digit", ns)
+	if err := checkNamespace(ns); err != nil {
+		return nil, err
 	}
 	if err := checkHistogram(cfg.buckets, cl); err != nil {
 		return nil, fmt.Errorf("cannot use buckets: %w", err)
@@ -195,16 +195,17 @@ func newCollector(cfg *config) (*collector, error) {
 	}, nil
 }
 
-// validNamespace reports whether ns keeps metric names in the classic
-// character set, which every scraper and query language accepts unquoted.
-func validNamespace(ns string) bool {
+// checkNamespace reports an error unless ns keeps metric names in the
+// classic character set, which every scraper and query language accepts
+// unquoted.
+func checkNamespace(ns string) error {
 	for i := 0; i < len(ns); i++ {
 		c := ns[i]
 		if c != '_' && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') && (i == 0 || c < '0' || c > '9') {
-			return false
+			return fmt.Errorf("cannot use namespace %q: want letters, digits and underscores, not starting with a digit", ns)
 		}
 	}
-	return true
+	return nil
 }
 
 // checkHistogram reports the problems for which client_golang panics, lazily,

@@ -200,8 +200,8 @@ type outboxCollector struct {
 
 func newOutboxCollector(cfg OutboxMetricsConfig) (*outboxCollector, error) {
 	ns, cl := cfg.Namespace, cfg.ConstLabels
-	if !validNamespace(ns) {
-		return nil, fmt.Errorf("cannot use namespace %q: want letters, digits and underscores, not starting with a digit", ns)
+	if err := checkNamespace(ns); err != nil {
+		return nil, err
 	}
 	durations := prometheus.DefBuckets
 	if len(cfg.DurationBuckets) > 0 {

@@ -2,7 +2,6 @@ package promobs
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -60,8 +59,8 @@ type OutboxBacklogConfig struct {
 //
 // Register it with a prometheus.Registerer of your choice.
 func NewOutboxBacklogCollector(cfg OutboxBacklogConfig, sources ...OutboxBacklogSource) (prometheus.Collector, error) {
-	if !validNamespace(cfg.Namespace) {
-		return nil, fmt.Errorf("cannot use namespace %q: want letters, digits and underscores, not starting with a digit", cfg.Namespace)
+	if err := checkNamespace(cfg.Namespace); err != nil {
+		return nil, err
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultOutboxBacklogTimeout

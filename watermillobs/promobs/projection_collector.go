@@ -69,13 +69,10 @@ func NewProjectionCollector(srcs []ProjectionSource, opts ...ProjectionOption) (
 	}
 	cfg := newProjectionConfig(opts)
 	ns, cl := cfg.namespace, cfg.constLabels
-	if !validNamespace(ns) {
-		return nil, fmt.Errorf("cannot use namespace %q: want letters, digits and underscores, not starting with a digit", ns)
+	if err := checkNamespace(ns); err != nil {
+		return nil, err
 	}
-	timeout := cfg.collectTimeout
-	if timeout <= 0 {
-		timeout = CollectTimeout
-	}
+	timeout := cfg.scrapeTimeout()
 	return &projectionCollector{
 		srcs:       append([]ProjectionSource(nil), srcs...),
 		timeout:    timeout,

@@ -153,8 +153,8 @@ type (
 
 func newSagaMetrics(cfg *config) (*sagaMetrics, error) {
 	ns, cl := cfg.namespace, cfg.constLabels
-	if !validNamespace(ns) {
-		return nil, fmt.Errorf("cannot use namespace %q: want letters, digits and underscores, not starting with a digit", ns)
+	if err := checkNamespace(ns); err != nil {
+		return nil, err
 	}
 	if err := checkHistogram(cfg.buckets, cl); err != nil {
 		return nil, fmt.Errorf("cannot use buckets: %w", err)

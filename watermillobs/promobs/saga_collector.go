@@ -20,6 +20,15 @@ import (
 // gauges, well within Prometheus' default scrape timeout of 10s.
 const CollectTimeout = 5 * time.Second
 
+// scrapeTimeout is how long a scrape waits for a collector's sources:
+// CollectTimeout unless a test set it.
+func (c *config) scrapeTimeout() time.Duration {
+	if c.collectTimeout > 0 {
+		return c.collectTimeout
+	}
+	return CollectTimeout
+}
+
 // ErrNilSagaSource is returned by [NewSagaCollector] when it is given a nil
 // [SagaSource].
 var ErrNilSagaSource = errors.New("promobs: nil SagaSource")
@@ -60,13 +69,10 @@ func NewSagaCollector(src SagaSource, opts ...SagaOption) (prometheus.Collector,
 	}
 	cfg := newSagaConfig(opts)
 	ns, cl := cfg.namespace, cfg.constLabels
-	if !validNamespace(ns) {
-		return nil, fmt.Errorf("cannot use namespace %q: want letters, digits and underscores, not starting with a digit", ns)
+	if err := checkNamespace(ns); err != nil {
+		return nil, err
 	}
-	timeout := cfg.collectTimeout
-	if timeout <= 0 {
-		timeout = CollectTimeout
-	}
+	timeout := cfg.scrapeTimeout()
 	return &sagaCollector{
 		src:     src,
 		timeout: timeout,
