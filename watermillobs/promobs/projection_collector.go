@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -72,10 +70,8 @@ func NewProjectionCollector(srcs []ProjectionSource, opts ...ProjectionOption) (
 	if err := checkNamespace(ns); err != nil {
 		return nil, err
 	}
-	timeout := cfg.scrapeTimeout()
-	return &projectionCollector{
+	c := &projectionCollector{
 		srcs:       append([]ProjectionSource(nil), srcs...),
-		timeout:    timeout,
 		logger:     cfg.log(),
 		names:      newLabelSet(cfg.maxProjections),
 		partitions: newLabelSet(cfg.maxPartitions),
@@ -94,20 +90,21 @@ func NewProjectionCollector(srcs []ProjectionSource, opts ...ProjectionOption) (
 			Help:        "Scrapes that could not read the lag of a projection (error, timeout, panic) and left its gauges out.",
 			ConstLabels: cl,
 		}),
-	}, nil
+	}
+	c.reads.timeout = cfg.scrapeTimeout()
+	c.reads.read = c.readSources
+	return c, nil
 }
 
 type projectionCollector struct {
 	srcs              []ProjectionSource
-	timeout           time.Duration
 	logger            *slog.Logger
 	names, partitions *labelSet
 	events, seconds   *prometheus.Desc
 	replay            *prometheus.Desc
 	errors            prometheus.Counter
 
-	mu       sync.Mutex
-	call     *lagCall
+	reads    sharedRead[lagRead]
 	failures atomic.Uint64
 }
 
@@ -120,9 +117,8 @@ type lagRow struct {
 
 type replayRow struct{ done, total int64 }
 
-// A lagCall is one read of the sources, shared by concurrent scrapes.
-type lagCall struct {
-	done    chan struct{}
+// lagRead is the result of one read of every source.
+type lagRead struct {
 	rows    map[lagKey]lagRow
 	replays map[string]replayRow
 	failed  []error
@@ -165,49 +161,36 @@ func (c *projectionCollector) Collect(ch chan<- prometheus.Metric) {
 	c.errors.Collect(ch)
 }
 
+// read returns the lag and replay rows of every source, read once for the
+// scrapes that run at the same time, within the collect timeout, and the
+// failures of the sources that left their gauges out.
 func (c *projectionCollector) read() (map[lagKey]lagRow, map[string]replayRow, []error) {
-	c.mu.Lock()
-	call := c.call
-	if call == nil {
-		call = &lagCall{done: make(chan struct{})}
-		c.call = call
-		go c.run(call)
+	r, ok := c.reads.get()
+	if !ok {
+		return nil, nil, []error{fmt.Errorf("no answer within %v", c.reads.timeout)}
 	}
-	c.mu.Unlock()
-	timer := time.NewTimer(c.timeout)
-	defer timer.Stop()
-	select {
-	case <-call.done:
-		return call.rows, call.replays, call.failed
-	case <-timer.C:
-		return nil, nil, []error{fmt.Errorf("no answer within %v", c.timeout)}
-	}
+	return r.rows, r.replays, r.failed
 }
 
-func (c *projectionCollector) run(call *lagCall) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	defer cancel()
-	call.rows = make(map[lagKey]lagRow)
-	call.replays = make(map[string]replayRow)
+// readSources reads every source and merges their rows.
+func (c *projectionCollector) readSources(ctx context.Context) lagRead {
+	r := lagRead{rows: make(map[lagKey]lagRow), replays: make(map[string]replayRow)}
 	for _, src := range c.srcs {
 		rows, replays, err := c.readSource(ctx, src)
 		if err != nil {
-			call.failed = append(call.failed, err)
+			r.failed = append(r.failed, err)
 			continue
 		}
-		for k, r := range rows {
-			old := call.rows[k]
-			call.rows[k] = lagRow{events: old.events + r.events, seconds: max(old.seconds, r.seconds)}
+		for k, row := range rows {
+			old := r.rows[k]
+			r.rows[k] = lagRow{events: old.events + row.events, seconds: max(old.seconds, row.seconds)}
 		}
-		for k, r := range replays {
-			old := call.replays[k]
-			call.replays[k] = replayRow{done: old.done + r.done, total: old.total + r.total}
+		for k, row := range replays {
+			old := r.replays[k]
+			r.replays[k] = replayRow{done: old.done + row.done, total: old.total + row.total}
 		}
 	}
-	c.mu.Lock()
-	c.call = nil
-	c.mu.Unlock()
-	close(call.done)
+	return r
 }
 
 // readSource reads one source; its rows are kept only if it succeeds, so

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,13 +71,11 @@ func NewSagaCollector(src SagaSource, opts ...SagaOption) (prometheus.Collector,
 	if err := checkNamespace(ns); err != nil {
 		return nil, err
 	}
-	timeout := cfg.scrapeTimeout()
-	return &sagaCollector{
-		src:     src,
-		timeout: timeout,
-		now:     cfg.now,
-		logger:  cfg.log(),
-		types:   newLabelSet(cfg.sagaTypes()),
+	c := &sagaCollector{
+		src:    src,
+		now:    cfg.now,
+		logger: cfg.log(),
+		types:  newLabelSet(cfg.sagaTypes()),
 		active: prometheus.NewDesc(prometheus.BuildFQName(ns, "", "saga_active_instances"),
 			"Saga instances that have started and not ended, by saga type, read at scrape time.",
 			[]string{"saga_type"}, cl),
@@ -91,22 +88,25 @@ func NewSagaCollector(src SagaSource, opts ...SagaOption) (prometheus.Collector,
 			Help:        "Scrapes that could not read the active saga instances (error, timeout, panic or a read still running) and left the saga gauges out.",
 			ConstLabels: cl,
 		}),
-	}, nil
+	}
+	c.reads.timeout = cfg.scrapeTimeout()
+	c.reads.read = func(ctx context.Context) sagaRead {
+		rows, err := c.readSource(ctx)
+		return sagaRead{rows, err}
+	}
+	return c, nil
 }
 
 // sagaCollector is the collector of NewSagaCollector.
 type sagaCollector struct {
 	src            SagaSource
-	timeout        time.Duration
 	now            func() time.Time
 	logger         *slog.Logger
 	types          *labelSet
 	active, oldest *prometheus.Desc
 	errors         prometheus.Counter
 
-	// mu guards call, the read of src in progress, if any.
-	mu   sync.Mutex
-	call *readCall
+	reads sharedRead[sagaRead]
 	// failures counts consecutive failed scrapes, to thin out their logs.
 	failures atomic.Uint64
 }
@@ -150,46 +150,20 @@ func (c *sagaCollector) send(ch chan<- prometheus.Metric, desc *prometheus.Desc,
 	}
 }
 
-// A readCall is one read of the source, shared by the scrapes that run
-// while it does (two Prometheus servers scraping at once ask the source
-// once). rows and err are written before done is closed.
-type readCall struct {
-	done chan struct{}
+// sagaRead is the result of one read of the source.
+type sagaRead struct {
 	rows map[string]activeRow
 	err  error
 }
 
-// read returns the rows of the running read of the source, starting one if
-// none runs, and waits for them at most the collect timeout. The read runs
-// on its own goroutine so that a source that ignores its context cannot hold
-// the scrape longer.
+// read returns the active sagas per label value, read once for the
+// scrapes that run at the same time, within the collect timeout.
 func (c *sagaCollector) read() (map[string]activeRow, error) {
-	c.mu.Lock()
-	call := c.call
-	if call == nil {
-		call = &readCall{done: make(chan struct{})}
-		c.call = call
-		go c.run(call)
+	r, ok := c.reads.get()
+	if !ok {
+		return nil, fmt.Errorf("no answer within %v", c.reads.timeout)
 	}
-	c.mu.Unlock()
-	timer := time.NewTimer(c.timeout)
-	defer timer.Stop()
-	select {
-	case <-call.done:
-		return call.rows, call.err
-	case <-timer.C:
-		return nil, fmt.Errorf("no answer within %v", c.timeout)
-	}
-}
-
-func (c *sagaCollector) run(call *readCall) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	defer cancel()
-	call.rows, call.err = c.readSource(ctx)
-	c.mu.Lock()
-	c.call = nil
-	c.mu.Unlock()
-	close(call.done)
+	return r.rows, r.err
 }
 
 // readSource calls the source and sums its rows per capped label value.
