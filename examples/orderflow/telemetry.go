@@ -128,9 +128,10 @@ func newTelemetry(ctx context.Context, role, spansDir, metricsAddr string, trace
 	if resErr != nil {
 		t.logger.Warn("some resource attributes are missing", "error", resErr)
 	}
-	// Watermill's own logs: warnings and errors only, the same JSON.
+	// Watermill's own logs: warnings and errors only, the same JSON, with
+	// logger=watermill so that they can be told from this module's.
 	t.wmlog = watermill.NewSlogLogger(slog.New(watermillobs.NewLogHandler(
-		slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+		slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelWarn}))).With(slog.String("logger", "watermill")))
 
 	// One hook registry: the span hook of the default profile (saga.run.*,
 	// redis.lock.*, outbox.*, event.dispatch.*, ...), the saga and outbox
