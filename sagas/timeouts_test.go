@@ -157,9 +157,15 @@ func TestManager_recovery_leaves_a_locked_timeout_without_error(t *testing.T) {
 		w.clock.Advance(paymentDeadline)
 
 		ctx := context.Background()
-		if ok, err := w.store.TryLock(ctx, sagaType, "o-16", "the-other-pass", time.Minute); err != nil || !ok {
-			t.Fatalf("TryLock: %v %v", ok, err)
-		}
+		// The step that reached awaiting_payment releases its lock just
+		// after saving: take the lock once it is free.
+		eventually(t, "the instance lock", func() bool {
+			ok, err := w.store.TryLock(ctx, sagaType, "o-16", "the-other-pass", time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ok
+		})
 		if err := m.RecoverOnce(ctx); err != nil {
 			t.Fatalf("RecoverOnce: %v", err)
 		}
