@@ -94,26 +94,51 @@ func (a *app) placeAndWait(ctx context.Context) (*runResult, error) {
 		}
 	}
 
-	// The query side: each order's status through request/reply, in the
-	// order's conversation, in a root span linked to the order's.
+	// The query side: each order's status through request/reply. The
+	// summary comes from the order-summary projection, which follows the
+	// events a little behind the saga: ask again until it shows the end
+	// too (read your writes), within -timeout.
 	for _, o := range res.orders {
-		qctx := hooks.WithCorrelationID(ctx, o.correlationID)
-		qctx, span := tracer.Start(qctx, "get order status", trace.WithNewRoot(),
-			trace.WithLinks(trace.Link{SpanContext: o.span}), trace.WithAttributes(attribute.String("order.id", o.id)))
-		reply, err := requestreply.SendWithReply[OrderStatus](qctx, a.commands.Queries(), a.backend, &GetOrderStatus{OrderID: o.id})
-		if err == nil {
-			err = reply.Error
+		for {
+			r, err := a.queryStatus(ctx, tracer, o)
+			if err != nil {
+				return res, err
+			}
+			o.reply = r
+			if summaryFinal(r.Summary) {
+				break
+			}
+			if time.Now().After(deadline) {
+				res.stalled = true
+				return res, fmt.Errorf("order %s ended (%s) but the order summary shows %q after %s (-timeout)",
+					o.id, o.outcome, r.Summary, a.cfg.timeout)
+			}
+			select {
+			case <-ctx.Done():
+				return res, ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
-		if err != nil {
-			span.SetStatus(codes.Error, err.Error())
-			span.End()
-			return res, fmt.Errorf("cannot query order %s: %w", o.id, err)
-		}
-		span.End()
-		r := reply.HandlerResult
-		o.reply = &r
 	}
 	return res, nil
+}
+
+// queryStatus asks for the status of o through request/reply, in the
+// order's conversation, in a root span linked to the order's.
+func (a *app) queryStatus(ctx context.Context, tracer trace.Tracer, o *placedOrder) (*OrderStatus, error) {
+	qctx := hooks.WithCorrelationID(ctx, o.correlationID)
+	qctx, span := tracer.Start(qctx, "get order status", trace.WithNewRoot(),
+		trace.WithLinks(trace.Link{SpanContext: o.span}), trace.WithAttributes(attribute.String("order.id", o.id)))
+	defer span.End()
+	reply, err := requestreply.SendWithReply[OrderStatus](qctx, a.commands.Queries(), a.backend, &GetOrderStatus{OrderID: o.id})
+	if err == nil {
+		err = reply.Error
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return nil, fmt.Errorf("cannot query order %s: %w", o.id, err)
+	}
+	return &reply.HandlerResult, nil
 }
 
 // refresh reads every open order from the saga store and returns those

@@ -40,8 +40,9 @@ type app struct {
 	commands *cqrsbus.CommandBus
 	events   *cqrsbus.EventBus
 	backend  requestreply.Backend[OrderStatus]
-	manager  *sagas.Manager // nil in the api
-	outbox   *orderOutbox   // nil without POSTGRES_DSN
+	manager  *sagas.Manager     // nil in the api
+	summary  *summaryProjection // nil in the api
+	outbox   *orderOutbox       // nil without POSTGRES_DSN
 
 	// failedOnce remembers the ChargePayment commands whose first attempt
 	// the scripted gateway failed.
@@ -177,13 +178,9 @@ func newApp(ctx context.Context, cfg config, tel *telemetry, br *broker, ob *ord
 		if err := a.addSaga(ctx, pub, group); err != nil {
 			return nil, err
 		}
-		// TODO(projections): plug the order-summary projection in here
-		// once the projections package lands: a projection of OrderPlaced,
-		// StockReserved, PaymentCharged, PaymentFailed, OrderShipped and
-		// StockReleased from t.events() into an order summary, with its
-		// checkpoint in Redis (its own consumer position, not a consumer
-		// group of this router), and GetOrderStatus answered from the
-		// summary instead of the saga store (see statusOf).
+		if a.summary, err = a.newSummaryProjection(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return a, nil
 }
@@ -282,7 +279,12 @@ func (a *app) workerHandlers() []cqrs.CommandHandler {
 		}),
 		requestreply.NewCommandHandlerWithResult[GetOrderStatus, OrderStatus]("order_status", a.backend,
 			func(ctx context.Context, q *GetOrderStatus) (OrderStatus, error) {
-				return statusOf(ctx, a.br.store, q.OrderID)
+				status, err := statusOf(ctx, a.br.store, q.OrderID)
+				if err != nil {
+					return status, err
+				}
+				status.Summary, err = a.summary.summary(ctx, q.OrderID)
+				return status, err
 			}),
 	}
 }
@@ -299,13 +301,17 @@ func statusOf(ctx context.Context, store sagas.Store, orderID string) (OrderStat
 	return OrderStatus{OrderID: orderID, Status: inst.Status, Outcome: inst.Outcome}, nil
 }
 
-// run runs the router (and the saga recovery worker) until ctx is done.
+// run runs the router (and the saga recovery worker and the order-summary
+// projection) until ctx is done.
 func (a *app) run(ctx context.Context) (wait func() error, err error) {
 	runErr := make(chan error, 1)
 	go func() { runErr <- a.router.Run(ctx) }()
-	var recovery sync.WaitGroup
+	var workers sync.WaitGroup
 	if a.manager != nil {
-		recovery.Go(func() { _ = a.manager.RunRecovery(ctx) }) // timeouts, and what a dead process left
+		workers.Go(func() { _ = a.manager.RunRecovery(ctx) }) // timeouts, and what a dead process left
+	}
+	if a.summary != nil {
+		a.summary.run(ctx, &workers, a.tel.logger)
 	}
 	select {
 	case <-a.router.Running():
@@ -314,7 +320,7 @@ func (a *app) run(ctx context.Context) (wait func() error, err error) {
 	}
 	return func() error {
 		err := <-runErr
-		recovery.Wait()
+		workers.Wait()
 		return err
 	}, nil
 }

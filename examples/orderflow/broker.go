@@ -36,7 +36,9 @@ type broker struct {
 	replySubscriber func() (message.Subscriber, error)
 	store           sagas.Store
 	redis           *redis.Client // nil on GoChannel
-	close           func() error
+	// gochannel is the embedded broker; nil on Redis.
+	gochannel *gochannel.GoChannel
+	close     func() error
 }
 
 // newGoChannelBroker is the embedded broker: no server, one process.
@@ -47,6 +49,7 @@ func newGoChannelBroker(logger watermill.LoggerAdapter) *broker {
 		subscriber:      func(string) (message.Subscriber, error) { return ps, nil },
 		replySubscriber: func() (message.Subscriber, error) { return nopCloseSubscriber{ps}, nil },
 		store:           sagas.NewMemoryStore(),
+		gochannel:       ps,
 		close:           ps.Close,
 	}
 }

@@ -61,6 +61,10 @@ type (
 		OrderID string
 		Status  string // the saga's state name
 		Outcome string // "" while the saga runs
+		// Summary is the order-summary projection's view: the furthest of
+		// placed, stock reserved, paid, payment failed, stock released,
+		// shipped; "" before it saw the order.
+		Summary string
 	}
 )
 

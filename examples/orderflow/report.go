@@ -314,6 +314,18 @@ func (a *app) printSummary(out io.Writer, spans []spanRecord, res *runResult, ch
 	for _, k := range sortedKeys(states) {
 		fmt.Fprintf(out, "  %-28s %4d\n", k, states[k])
 	}
+	summaries := map[string]int{}
+	for _, o := range res.orders {
+		if o.reply != nil {
+			summaries[cmp.Or(o.reply.Summary, "not seen")]++
+		}
+	}
+	if len(summaries) > 0 {
+		fmt.Fprintf(out, "\nOrders by summary (projection %s, through GetOrderStatus):\n", summaryName)
+		for _, k := range sortedKeys(summaries) {
+			fmt.Fprintf(out, "  %-28s %4d\n", k, summaries[k])
+		}
+	}
 
 	// Handling durations from the cqrs.{MessageType} spans, by kind, and
 	// from the saga steps.
