@@ -1,8 +1,10 @@
 package watermillobs_test
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/cqrs-ddd/watermill-observability/contract"
 
@@ -125,6 +127,54 @@ func TestMessagingSystem_readme_quickstart(t *testing.T) {
 				s := e2eOnlySpanNamed(t, all, name)
 				if v, _ := e2eStringAttr(s, semconv.MessagingSystemKey); v != tport.system {
 					t.Errorf("%s: messaging.system = %q, want %q", name, v, tport.system)
+				}
+			}
+		})
+	}
+}
+
+// TestMessagingSystem_beneath_decorators: a publisher wrapped in the
+// metrics decorator first (README step 3) still names its transport, and
+// so does a subscriber wrapped twice.
+func TestMessagingSystem_beneath_decorators(t *testing.T) {
+	for _, tr := range e2eTransports {
+		t.Run(tr.name, func(t *testing.T) {
+			tport := tr.new(t)
+			p := newE2EProcess(t)
+			metrics, err := promobs.New(prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub := watermillobs.NewPublisher(metrics.DecoratePublisher(tport.pubA), p.opts...)
+			sub := watermillobs.NewSubscriber(watermillobs.NewSubscriber(tport.sub, p.opts...), p.opts...)
+			topic := tport.topic("beneath")
+			msgs, err := sub.Subscribe(context.Background(), topic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := pub.Publish(topic, message.NewMessage(watermill.NewUUID(), nil)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case msg := <-msgs:
+				msg.Ack()
+			case <-time.After(10 * time.Second):
+				t.Fatal("no message delivered")
+			}
+			all := e2eWaitSpans(t, p.rec, 3)
+			for _, name := range []string{"send " + topic, "receive " + topic} {
+				found := 0
+				for _, s := range all {
+					if s.Name() != name {
+						continue
+					}
+					found++
+					if v, _ := e2eStringAttr(s, semconv.MessagingSystemKey); v != tport.system {
+						t.Errorf("%s: messaging.system = %q, want %q", name, v, tport.system)
+					}
+				}
+				if found == 0 {
+					t.Errorf("no span %q among %d", name, len(all))
 				}
 			}
 		})

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/cqrs-ddd/watermill-observability/contract"
-
+	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/cqrs-ddd/watermill-observability/contract"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
 	"github.com/cqrs-ddd/watermill-observability/internal/spans"
 )
@@ -53,13 +53,44 @@ func (c *config) tracer() trace.Tracer {
 }
 
 // messagingSystem returns the WithMessagingSystem value, else the system
-// told by the Go type of the wrapped publisher or subscriber when it is a
-// known transport, else "" (decided per message; see systemOf).
+// told by the Go type of the wrapped publisher or subscriber (beneath the
+// decorators that unwrap, see [transport]) when it is a known transport,
+// else "" (decided per message; see systemOf).
 func (c *config) messagingSystem(pubsub any) string {
 	if c.MessagingSystem != "" {
 		return c.MessagingSystem
 	}
-	return messagingSystem(fmt.Sprintf("%T", pubsub))
+	return messagingSystem(fmt.Sprintf("%T", transport(pubsub)))
+}
+
+// maxUnwrap bounds how many decorators [transport] looks through, so a
+// decorator that unwraps to itself cannot loop.
+const maxUnwrap = 16
+
+// transport returns the publisher or subscriber beneath the decorators of
+// pubsub that tell what they decorate with an Unwrap method (this
+// package's Publisher and Subscriber, promobs' publisher decorator), so
+// that NewPublisher(metrics.DecoratePublisher(redisPublisher)) still names
+// the transport "redis".
+func transport(pubsub any) any {
+	for range maxUnwrap {
+		var next any
+		switch u := pubsub.(type) {
+		case interface{ Unwrap() message.Publisher }:
+			if p := u.Unwrap(); p != nil {
+				next = p
+			}
+		case interface{ Unwrap() message.Subscriber }:
+			if s := u.Unwrap(); s != nil {
+				next = s
+			}
+		}
+		if next == nil {
+			return pubsub
+		}
+		pubsub = next
+	}
+	return pubsub
 }
 
 func (c *config) logger() *slog.Logger {

@@ -76,6 +76,9 @@ func NewPublisher(pub message.Publisher, opts ...Option) *Publisher {
 	}
 }
 
+// Unwrap returns the publisher p decorates.
+func (p *Publisher) Unwrap() message.Publisher { return p.pub }
+
 // PublisherDecorator returns a decorator for message.Router's
 // AddPublisherDecorators that applies [NewPublisher].
 func PublisherDecorator(opts ...Option) message.PublisherDecorator {

@@ -73,6 +73,9 @@ func NewSubscriber(sub message.Subscriber, opts ...Option) *Subscriber {
 	}
 }
 
+// Unwrap returns the subscriber s decorates.
+func (s *Subscriber) Unwrap() message.Subscriber { return s.sub }
+
 // SubscriberDecorator returns a decorator for message.Router's
 // AddSubscriberDecorators or for any code that builds subscribers, applying
 // [NewSubscriber].

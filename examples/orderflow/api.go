@@ -44,9 +44,9 @@ func (a *app) brokerName() string {
 }
 
 // forwardPublisher is the outbox forwarder's publisher: the broker's,
-// decorated for send spans.
+// decorated for send spans and the publish metrics.
 func (a *app) forwardPublisher() *watermillobs.Publisher {
-	return watermillobs.NewPublisher(a.br.publisher, a.tel.opts...)
+	return watermillobs.NewPublisher(a.tel.metrics.DecoratePublisher(a.br.publisher), a.tel.opts...)
 }
 
 // placeAndWait places the orders, each through the command bus in a root

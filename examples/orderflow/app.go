@@ -134,7 +134,7 @@ func newApp(ctx context.Context, cfg config, tel *telemetry, br *broker, ob *ord
 	}
 
 	// Step 3: the publisher the buses (and the replies) use, then cqrsbus.
-	pub := watermillobs.NewPublisher(br.publisher, tel.opts...)
+	pub := watermillobs.NewPublisher(tel.metrics.DecoratePublisher(br.publisher), tel.opts...)
 	rrc.Publisher = pub
 	wire := cqrsbus.WireConfig{
 		Instrumentation:  cqrsbus.Config{TracerProvider: tel.tp, Propagator: tel.prop, Registry: tel.reg, Logger: tel.logger},

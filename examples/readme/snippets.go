@@ -102,9 +102,10 @@ func instrumentRouter(logger watermill.LoggerAdapter) error {
 }
 
 // wrapPublisher is README "Instrument a router", step 3.
-func wrapPublisher(mux *http.ServeMux, redisPublisher message.Publisher, payload message.Payload) {
+func wrapPublisher(mux *http.ServeMux, metrics *promobs.Metrics, redisPublisher message.Publisher, payload message.Payload) {
 	// readme:begin router-publisher
-	pub := watermillobs.NewPublisher(redisPublisher)
+	// metrics: the *promobs.Metrics of step 2 (watermill_messages_published_total).
+	pub := watermillobs.NewPublisher(metrics.DecoratePublisher(redisPublisher))
 
 	mux.HandleFunc("POST /orders", func(w http.ResponseWriter, r *http.Request) {
 		ctx := hooks.WithCorrelationID(r.Context(), hooks.NewCorrelationID())
@@ -172,7 +173,7 @@ func instrumentCQRS(
 
 	// Four lines wire the CQRS layer, on top of Watermill's own configurations.
 	_ = watermillobs.Instrument(router, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{metrics, sentryobs.New()}})
-	pub := watermillobs.NewPublisher(redisPublisher)
+	pub := watermillobs.NewPublisher(metrics.DecoratePublisher(redisPublisher))
 	cqrsLayer, err := cqrsbus.Wire(cqrsbus.WireConfig{
 		Publisher:           pub,
 		CommandBus:          &commandBusConfig,

@@ -60,6 +60,10 @@ func (p *publisher) Publish(topic string, msgs ...*message.Message) (err error) 
 	return err
 }
 
+// Unwrap returns the decorated publisher, so that decorators outside this
+// one (watermillobs.NewPublisher) can tell the transport beneath.
+func (p *publisher) Unwrap() message.Publisher { return p.pub }
+
 // Close closes the decorated publisher.
 func (p *publisher) Close() error {
 	return p.pub.Close()
