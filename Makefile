@@ -1,7 +1,7 @@
 # Makefile of github.com/cqrs-ddd/watermill-observability.
 #
-#   make test        start/check Redis and PostgreSQL, install promtool if missing (for
-#                    deploy/), go vet, go test -race, then the allocation pins
+#   make test        start/check Redis and PostgreSQL, install Prometheus and promtool if
+#                    missing (for deploy/), go vet, go test -race, then the allocation pins
 #                    (TestAllocs*) without -race, which they need
 #   make test-integration  the full-size scenarios (WMOBS_FULL=1: Watermill's whole
 #                    Pub/Sub suite, ...), with -race; CI runs it after make test

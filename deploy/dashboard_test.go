@@ -193,7 +193,20 @@ var grafanaVariables = strings.NewReplacer(
 	"$__range", "1h",
 )
 
+// dashboardPromQL returns the Prometheus queries of the dashboard with
+// Grafana's variables replaced, ready for Prometheus.
 func dashboardPromQL(t *testing.T) []dashboardQuery {
+	t.Helper()
+	qs := dashboardQueries(t)
+	for i := range qs {
+		qs[i].expr = grafanaVariables.Replace(qs[i].expr)
+	}
+	return qs
+}
+
+// dashboardQueries returns the Prometheus queries of the dashboard as
+// written, Grafana's variables included.
+func dashboardQueries(t *testing.T) []dashboardQuery {
 	t.Helper()
 	var out []dashboardQuery
 	for _, p := range panels(t) {
@@ -209,7 +222,7 @@ func dashboardPromQL(t *testing.T) []dashboardQuery {
 				t.Errorf("panel %q, query %s has no expr", p.Title, tg.RefID)
 				continue
 			}
-			out = append(out, dashboardQuery{panel: p.Title, refID: tg.RefID, expr: grafanaVariables.Replace(tg.Expr)})
+			out = append(out, dashboardQuery{panel: p.Title, refID: tg.RefID, expr: tg.Expr})
 		}
 	}
 	return out

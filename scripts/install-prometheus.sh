@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# scripts/install-prometheus.sh: make promtool available for the tests of deploy/.
+# scripts/install-prometheus.sh: make prometheus and promtool available for the
+# tests of deploy/ (promtool checks the configs; the live test runs a server).
 #
 # Usage: bash scripts/install-prometheus.sh   (run by `make test` before go test)
 #
-# When promtool is in PATH already, nothing is changed. Otherwise Debian's
-# `prometheus` package (which ships promtool) is installed with apt-get,
+# When both are in PATH already, nothing is changed. Otherwise Debian's
+# `prometheus` package (which ships both) is installed with apt-get,
 # non-interactively and without recommended packages. Maintainer scripts are
 # kept from starting the Prometheus service (a temporary policy-rc.d, removed
 # again on exit): the tests need only the promtool binary, and there may be
-# no systemd. Running it twice is harmless.
+# no systemd: the live test starts its own server on loopback. Running it
+# twice is harmless.
 #
-# Exits non-zero, naming the cause on stderr, when promtool is still missing.
+# Exits non-zero, naming the cause on stderr, when either is still missing.
 set -euo pipefail
 
 LOG_DIR=${TEST_SERVICES_DIR:-/tmp/watermill-obs-services}
@@ -43,14 +45,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if have promtool; then
+if have promtool && have prometheus; then
 	exit 0
 fi
 
-have apt-get || die "promtool is missing and apt-get is not available: install Prometheus' promtool by hand"
+have apt-get || die "prometheus or promtool is missing and apt-get is not available: install Prometheus by hand"
 mkdir -p "$LOG_DIR"
 apt_log="$LOG_DIR/apt-prometheus.log"
-log "install-prometheus: promtool is missing; installing Debian's prometheus package (log: $apt_log)"
+log "install-prometheus: prometheus or promtool is missing; installing Debian's prometheus package (log: $apt_log)"
 
 if [[ ! -e /usr/sbin/policy-rc.d ]]; then
 	POLICY_RC_CREATED=1
@@ -72,4 +74,5 @@ if ! as_root "${apt[@]}" install -y --no-install-recommends \
 fi
 
 have promtool || die "promtool is still missing after apt-get install prometheus (see $apt_log)"
+have prometheus || die "prometheus is still missing after apt-get install prometheus (see $apt_log)"
 log "install-prometheus: $(promtool --version 2>&1 | head -n 1)"
