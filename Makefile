@@ -11,6 +11,8 @@
 #   make demo-redis  run examples/orderflow as 1 api + 2 workers on Redis (REDIS_ADDR)
 #   make demo-cqrs   run examples/cqrs: one order through the CQRS layer (needs no server)
 #   make bench       benchmarks:  make bench BENCH=Hook PKG=./hooks
+#   make bench-redis the Redis Streams harness of BENCHMARKS.md: every variant in
+#                    its own process, BENCH_REDIS_ROUNDS interleaved rounds
 #   make lint        gofmt check, go vet, staticcheck
 #   make fuzz-short  each fuzz target of FUZZ_TARGETS for FUZZTIME
 #
@@ -28,7 +30,7 @@ FUZZTIME ?= 20s
 # package:FuzzName pairs, separated by spaces.
 FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./internal/bound:FuzzIsID ./watermillobs/payloadtrace:FuzzPayloadSanitize ./contract:FuzzMetadata
 
-.PHONY: test test-integration services demo demo-hooks demo-redis demo-cqrs bench lint fuzz-short
+.PHONY: test test-integration services demo demo-hooks demo-redis demo-cqrs bench bench-redis lint fuzz-short
 
 # The allocation pins skip under -race (the detector allocates), so they run
 # once more without it.
@@ -67,6 +69,22 @@ demo-cqrs:
 
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(PKG)
+
+# The Redis Streams harness (BENCHMARKS.md, "on Redis Streams"): rounds, and
+# messages per variant and round; the machine's two cores (CPU=2).
+BENCH_REDIS_ROUNDS ?= 15
+BENCH_REDIS_N ?= 3000x
+REDIS_VARIANTS ?= bare bare_contract_by_hand correlation tracing logging promobs consume_hooks publisher \
+	readme readme_default_hooks readme_payload readme_floor \
+	bare_consumers_2 readme_consumers_2 bare_consumers_4 readme_consumers_4
+REDIS_PAIRS ?= all readme/readme_floor readme_consumers_2/bare_consumers_2 readme_consumers_4/bare_consumers_4
+
+bench-redis:
+	bash scripts/test-services.sh
+	THROUGHPUT="$(REDIS_PAIRS)" CPU=2 bash scripts/bench-isolated.sh ./watermillobs BenchmarkRedisStream \
+		$(BENCH_REDIS_ROUNDS) $(BENCH_REDIS_N) $(REDIS_VARIANTS)
+	THROUGHPUT=all CPU=2 bash scripts/bench-isolated.sh ./cqrsbus BenchmarkRedisCommand \
+		$(BENCH_REDIS_ROUNDS) $(BENCH_REDIS_N) plain plain_making_contract full
 
 lint:
 	@unformatted="$$(gofmt -l .)" || { echo "gofmt failed" >&2; exit 1; }; \

@@ -48,9 +48,20 @@ import (
 //     (correlation, tracing, logging to io.Discard, promobs) on the router
 //     and NewPublisher on the bus's publisher.
 func BenchmarkCommandSendHandle(b *testing.B) {
-	for _, mode := range []string{"plain", "plain_with_contract", "plain_making_contract", "hooks_disabled", "hooks_registered_off", "full"} {
+	benchmarkCommands(b, false, "plain", "plain_with_contract", "plain_making_contract", "hooks_disabled", "hooks_registered_off", "full")
+}
+
+// BenchmarkRedisCommand is BenchmarkCommandSendHandle's plain,
+// plain_making_contract and full on Redis Streams (a stream per command, one
+// consumer group): the cqrsbus command path of make bench-redis.
+func BenchmarkRedisCommand(b *testing.B) {
+	benchmarkCommands(b, true, "plain", "plain_making_contract", "full")
+}
+
+func benchmarkCommands(b *testing.B, redis bool, modes ...string) {
+	for _, mode := range modes {
 		b.Run(mode, func(b *testing.B) {
-			send, done := benchService(b, mode)
+			send, done := benchService(b, mode, redis)
 			ctx := context.Background()
 			cmd := &PlaceOrder{OrderID: "42"}
 			b.ReportAllocs()
@@ -90,11 +101,24 @@ var contractMetadata = map[string]string{
 // benchWindow is the number of commands in flight in the benchmark.
 const benchWindow = 64
 
-func benchService(b *testing.B, mode string) (func(context.Context, any) error, <-chan struct{}) {
-	pubsub := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1}, watermill.NopLogger{})
-	b.Cleanup(func() { _ = pubsub.Close() })
+// benchService builds the bus and processor of mode, on gochannel, or on
+// the test Redis when redis is set.
+func benchService(b *testing.B, mode string, redis bool) (func(context.Context, any) error, <-chan struct{}) {
+	var transport message.Publisher
+	var subscriber func() message.Subscriber
+	prefix := ""
+	if redis {
+		_, prefix = testsvc.RedisPrefix(b)
+		transport = testsvc.RedisPublisher(b)
+		subscriber = func() message.Subscriber { return testsvc.RedisSubscriber(b, "bench") }
+	} else {
+		pubsub := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1}, watermill.NopLogger{})
+		b.Cleanup(func() { _ = pubsub.Close() })
+		transport = pubsub
+		subscriber = func() message.Subscriber { return pubsub }
+	}
 	router := testsvc.NewRouter(b)
-	var pub message.Publisher = pubsub
+	pub := transport
 	var obs *cqrsbus.Instrumentation
 	reg := hooks.NewRegistry()
 	switch mode {
@@ -121,17 +145,17 @@ func benchService(b *testing.B, mode string) (func(context.Context, any) error, 
 		if err := watermillobs.Instrument(router, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{m}}, wopts...); err != nil {
 			b.Fatal(err)
 		}
-		pub = watermillobs.NewPublisher(pubsub, wopts...)
+		pub = watermillobs.NewPublisher(m.DecoratePublisher(transport), wopts...)
 	}
 
 	cbc := cqrs.CommandBusConfig{
-		GeneratePublishTopic: func(p cqrs.CommandBusGeneratePublishTopicParams) (string, error) { return p.CommandName, nil },
+		GeneratePublishTopic: func(p cqrs.CommandBusGeneratePublishTopicParams) (string, error) { return prefix + p.CommandName, nil },
 		Marshaler:            marshaler,
 	}
 	cpc := cqrs.CommandProcessorConfig{
-		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) { return p.CommandName, nil },
+		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) { return prefix + p.CommandName, nil },
 		SubscriberConstructor: func(cqrs.CommandProcessorSubscriberConstructorParams) (message.Subscriber, error) {
-			return pubsub, nil
+			return subscriber(), nil
 		},
 		Marshaler: marshaler,
 	}
@@ -208,7 +232,7 @@ func BenchmarkCommandSendHandleInterleaved(b *testing.B) {
 	}
 	services := make([]service, len(modes))
 	for i, mode := range modes {
-		send, done := benchService(b, mode)
+		send, done := benchService(b, mode, false)
 		services[i] = service{send, done}
 	}
 	ctx := context.Background()

@@ -14,6 +14,14 @@
 # the per-round ratio pairs runs made seconds apart and is the figure to
 # trust on a noisy machine. Raw `go test` output is kept in $BENCH_OUT
 # (default: a temporary file) for benchstat.
+#
+# THROUGHPUT="a/b c/d" prints, for each pair, the throughput of a relative
+# to b (time per op of b over that of a) from the medians, and the median
+# of the per-round ratios with its 95% confidence interval (distribution
+# free: order statistics of the per-round ratios). THROUGHPUT=all compares
+# every variant with the first; "all a/b ..." adds pairs to that.
+#
+# CPU sets -test.cpu (GOMAXPROCS of the benchmark), default 1.
 set -euo pipefail
 
 pkg=$1 bench=$2 rounds=$3 benchtime=$4
@@ -33,16 +41,28 @@ for ((r = 1; r <= rounds; r++)); do
 	fi
 	for v in "${order[@]}"; do
 		(cd "$(go list -f '{{.Dir}}' "$pkg")" && "$bin" -test.run '^$' -test.bench "^${bench}/${v}\$" \
-			-test.benchmem -test.cpu 1 -test.benchtime "$benchtime" -test.count 1) |
+			-test.benchmem -test.cpu "${CPU:-1}" -test.benchtime "$benchtime" -test.count 1) |
 			grep "^${bench}/" >>"$out"
 	done
 done
 
 echo "raw results: $out"
-awk -v base="${variants[0]}" -v ratios="${RATIOS:-}" '
+tpairs=${THROUGHPUT:-}
+if [[ $tpairs == all || $tpairs == "all "* ]]; then
+	extra=${tpairs#all}
+	tpairs=""
+	for v in "${variants[@]:1}"; do tpairs+="$v/${variants[0]} "; done
+	tpairs+=$extra
+fi
+awk -v base="${variants[0]}" -v ratios="${RATIOS:-}" -v tpairs="$tpairs" '
 	{
 		split($1, p, "/"); v = p[2]; sub(/-[0-9]+$/, "", v)
-		n[v]++; t[v, n[v]] = $3; b[v] = $5; a[v] = $7
+		n[v]++
+		for (f = 3; f < NF; f++) {
+			if ($(f + 1) == "ns/op") t[v, n[v]] = $f
+			if ($(f + 1) == "B/op") b[v] = $f
+			if ($(f + 1) == "allocs/op") a[v] = $f
+		}
 		if (!(v in seen)) { seen[v] = 1; order[++k] = v }
 	}
 	function median(v,   i, j, x, m, s) {
@@ -71,5 +91,23 @@ awk -v base="${variants[0]}" -v ratios="${RATIOS:-}" '
 			dm = med[q[2]] - med[base]
 			mr = dm > 0 ? sprintf("%.2f", (med[q[1]] - med[base]) / dm) : "n/a"
 			printf "overhead ratio %s / %s = %s (medians), %s (median of %d per-round ratios)\n", q[1], q[2], mr, pr, c
+		}
+		m = split(tpairs, ps, " ")
+		if (m > 0) {
+			printf "\n%-28s %10s %10s %10s %9s %9s %9s %17s\n", "throughput", "vs", "us/msg", "msgs/s", "allocs", "medians", "rounds", "95% CI"
+		}
+		for (i = 1; i <= m; i++) {
+			split(ps[i], q, "/")
+			delete s
+			c = 0
+			for (r = 1; r <= n[q[1]] && r <= n[q[2]]; r++) if (t[q[1], r] > 0) s[++c] = t[q[2], r] / t[q[1], r]
+			for (r = 2; r <= c; r++) { x = s[r]; for (j = r - 1; j >= 1 && s[j] > x; j--) s[j + 1] = s[j]; s[j + 1] = x }
+			pr = c % 2 ? s[(c + 1) / 2] : (s[c / 2] + s[c / 2 + 1]) / 2
+			# The largest k with P(Binomial(c, 1/2) < k) <= 0.025: the
+			# k-th smallest and largest ratios bound the median.
+			k = 0; cum = 0; pk = 0.5 ^ c
+			for (j = 0; j < c; j++) { cum += pk; if (cum > 0.025) break; k = j + 1; pk = pk * (c - j) / (j + 1) }
+			ci = k >= 1 ? sprintf("[%.3f, %.3f]", s[k], s[c - k + 1]) : "n/a (too few)"
+			printf "%-28s %10s %10.1f %10.0f %9s %9.3f %9.3f %17s\n", q[1], q[2], med[q[1]] / 1000, 1e9 / med[q[1]], a[q[1]], med[q[2]] / med[q[1]], pr, ci
 		}
 	}' "$out"

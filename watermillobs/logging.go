@@ -36,7 +36,7 @@ import (
 // above Info: when the level is disabled, no fields are built.
 func Logging(opts ...Option) message.HandlerMiddleware {
 	c := newConfig(opts)
-	logger := c.logger()
+	logger := c.logger().Handler()
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			start := time.Now()
@@ -60,9 +60,13 @@ func Logging(opts ...Option) message.HandlerMiddleware {
 	}
 }
 
-// logHandled writes the record of a handled message. panicValue is the
-// recovered value of a handler panic, or nil.
-func logHandled(logger *slog.Logger, msg *message.Message, d time.Duration, err error, panicValue any) {
+// logHandled writes the record of a handled message to logger. panicValue
+// is the recovered value of a handler panic, or nil.
+//
+// The record goes to the handler itself, without a source position: one
+// from here would name this file for every message, and slog.Logger would
+// walk the stack (runtime.Callers) to find it.
+func logHandled(logger slog.Handler, msg *message.Message, d time.Duration, err error, panicValue any) {
 	defer func() {
 		// Only the logger's own handler can panic here. Reporting through
 		// it again would fail the same way, so the record is dropped: the
@@ -117,7 +121,10 @@ func logHandled(logger *slog.Logger, msg *message.Message, d time.Duration, err 
 	if panicValue != nil {
 		attrs = append(attrs, slog.String("panic", boundedPanicValue(panicValue)))
 	}
-	logger.LogAttrs(ctx, level, "message handled", attrs...)
+	r := slog.NewRecord(time.Now(), level, "message handled", 0)
+	r.AddAttrs(attrs...)
+	// Like slog.Logger, the handler's error is not the message's.
+	_ = logger.Handle(ctx, r)
 }
 
 // boundedPanicValue formats a recovered panic value for a log field or span

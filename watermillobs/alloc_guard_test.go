@@ -1,0 +1,83 @@
+package watermillobs_test
+
+import (
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cqrs-ddd/watermill-observability/hooks"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs/promobs"
+)
+
+// readmeAllocsPerMessage is the allocation budget of one message through
+// the README setup on gochannel (BENCHMARKS.md, "Allocation guard"): the
+// publisher through the metrics decorator and NewPublisher, the router
+// instrumented with the promobs backend, logging to io.Discard, spans
+// recorded and dropped. The count covers every goroutine of the process:
+// the publisher's, the router's and the SDK's.
+const readmeAllocsPerMessage = 121
+
+// TestAllocs_readme_setup fails when a change makes the README setup
+// allocate more per message than BENCHMARKS.md records. It runs without
+// -race (make test runs the TestAllocs pins on their own), since the race
+// detector allocates.
+func TestAllocs_readme_setup(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates; make test runs this pin without -race")
+	}
+	res := testing.Benchmark(func(b *testing.B) {
+		var metrics *promobs.Metrics
+		br := newBenchRouter(b, func(b *testing.B, r *message.Router) {
+			m, err := promobs.New(prometheus.NewRegistry())
+			if err != nil {
+				b.Fatal(err)
+			}
+			metrics = m
+			err = watermillobs.Instrument(r, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{m}},
+				readmeBenchOptions(b)...)
+			if err != nil {
+				b.Fatal(err)
+			}
+		})
+		defer br.stop()
+		br.pub = watermillobs.NewPublisher(metrics.DecoratePublisher(br.pubSub), readmeBenchOptions(b)...)
+		br.publish(b, 100) // warm the caches of the first message
+		runtime.GC()
+		b.ReportAllocs()
+		b.ResetTimer()
+		br.publish(b, b.N)
+	})
+	if res.N == 0 {
+		t.Fatal("the benchmark did not run")
+	}
+	got := res.AllocsPerOp()
+	t.Logf("README setup on gochannel: %d allocs/msg, %d B/msg (budget %d allocs)", got, res.AllocedBytesPerOp(), readmeAllocsPerMessage)
+	if got > readmeAllocsPerMessage {
+		t.Errorf("the README setup allocates %d times per message, over the %d that BENCHMARKS.md records", got, readmeAllocsPerMessage)
+	}
+
+	doc, err := os.ReadFile("../BENCHMARKS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "allocation guard: " + strconv.Itoa(readmeAllocsPerMessage) + " allocs/msg"; !strings.Contains(string(doc), want) {
+		t.Errorf("BENCHMARKS.md does not record %q", want)
+	}
+}
+
+func readmeBenchOptions(b *testing.B) []watermillobs.Option {
+	return []watermillobs.Option{
+		watermillobs.WithTracerProvider(benchTracerProvider(b)),
+		watermillobs.WithPropagators(w3c),
+		watermillobs.WithLogger(slog.New(slog.NewJSONHandler(io.Discard, nil))),
+		watermillobs.WithHookRegistry(hooks.NewRegistry()),
+	}
+}

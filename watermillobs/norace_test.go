@@ -1,0 +1,5 @@
+//go:build !race
+
+package watermillobs_test
+
+const raceEnabled = false
