@@ -153,7 +153,9 @@ func benchService(b *testing.B, mode string, redis bool) (func(context.Context, 
 		Marshaler:            marshaler,
 	}
 	cpc := cqrs.CommandProcessorConfig{
-		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) { return prefix + p.CommandName, nil },
+		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) {
+			return prefix + p.CommandName, nil
+		},
 		SubscriberConstructor: func(cqrs.CommandProcessorSubscriberConstructorParams) (message.Subscriber, error) {
 			return subscriber(), nil
 		},
