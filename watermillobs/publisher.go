@@ -37,6 +37,9 @@ const publishOperationPrefix = "publisher.publish."
 // The hook operation's attributes are "topic", "messaging.batch.message_count",
 // and, when they are the same for every message of the call,
 // "correlation_id" and "message_type" ("message.id" for a single message).
+// A correlation_id that is not a well-formed ID, which consumers treat as
+// absent, is left out of the operation and of the send span's
+// messaging.message.conversation_id alike.
 // The span hook of [InstallFrameworkHooks] opens no span for the operation:
 // the send spans already stand for it, one per message.
 //
@@ -136,8 +139,10 @@ func (p *Publisher) startSend(m *message.Message, topic string) trace.Span {
 	ctx, span := spans.Start(m.Context(), p.tracer, p.onPanic, spanName("send", dest),
 		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
 	p.prop.Inject(ctx, m)
-	if span.IsRecording() {
-		span.SetAttributes(semconv.MessagingMessageConversationID(bound.String(m.Metadata.Get(contract.CorrelationIDKey), bound.Attribute)))
+	// A correlation_id that is no ID (kept as the user set it) is absent
+	// to consumers, so it names no conversation here either.
+	if cid := m.Metadata.Get(contract.CorrelationIDKey); span.IsRecording() && bound.IsID(cid) {
+		span.SetAttributes(semconv.MessagingMessageConversationID(cid))
 	}
 	m.SetContext(ctx)
 	return span
@@ -191,8 +196,8 @@ func publishAttrs(topic string, msgs []*message.Message, first *message.Message)
 			typ = ""
 		}
 	}
-	if cid != "" {
-		attrs = append(attrs, slog.String(contract.CorrelationIDKey, bound.String(cid, bound.Attribute)))
+	if bound.IsID(cid) {
+		attrs = append(attrs, slog.String(contract.CorrelationIDKey, cid))
 	}
 	if len(msgs) == 1 {
 		attrs = append(attrs, slog.String("message.id", bound.String(first.UUID, bound.Attribute)))
