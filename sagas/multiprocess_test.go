@@ -380,6 +380,14 @@ func (w *flowWorker) kill(t *testing.T) {
 	<-w.done
 }
 
+// flowTimeoutFor is the payment timeout of a run of n orders: at least
+// flowPaymentTimeout, and longer for a large run, whose paid sagas can wait
+// behind the backlog the killed worker leaves (hundreds of entries
+// reclaimed at once) on a busy machine; a paid saga must not time out.
+func flowTimeoutFor(n int) time.Duration {
+	return max(flowPaymentTimeout, time.Duration(n)*40*time.Millisecond)
+}
+
 // flowOrderID names the i-th order; every fifth one takes the timeout path.
 func flowOrderID(i int) string { return fmt.Sprintf("order-%04d", i) }
 
@@ -400,7 +408,7 @@ func runFlow(t *testing.T, client redis.UniversalClient, addrs []string, prefix 
 	env := []string{
 		envPrefix + "=" + prefix,
 		envRedis + "=" + strings.Join(addrs, ","),
-		envTimeout + "=" + flowPaymentTimeout.String(),
+		envTimeout + "=" + flowTimeoutFor(n).String(),
 	}
 	if linkTimeouts {
 		env = append(env, envLink+"=1")
