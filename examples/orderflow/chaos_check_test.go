@@ -431,3 +431,90 @@ func (res *chaosResult) String() string {
 	fmt.Fprintf(&b, "  growth once settled: %d findings", len(res.growth))
 	return b.String()
 }
+
+// TestChaosChecker feeds the checker a small history, first right, then
+// with each fault it must catch: a checker that never fails checks
+// nothing.
+func TestChaosChecker(t *testing.T) {
+	const corr, other = "c0000000-0000-4000-8000-000000000001", "c0000000-0000-4000-8000-000000000002"
+	worker := &chaosProc{name: "worker-aaaaaa"}
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	build := func() (*chaosHistory, *chaosRun) {
+		h := &chaosHistory{
+			placed:   map[string]placedRec{"o1": {orderID: "o1", corr: corr, card: cardOK, at: at}},
+			msgs:     map[string]streamMsg{},
+			outcomes: map[string]string{"o1": sagas.OutcomeCompleted},
+			effects:  map[string]int{"reserve/o1": 1, "charge/o1": 1, "ship/o1": 1},
+			timeouts: map[string]string{},
+			pgOrders: 1,
+		}
+		r := &chaosRun{otlp: &otlpReceiver{spans: map[string]otlpSpan{}}, sentry: &fakeSentry{requests: map[string]int{}}}
+		chain := []struct{ uuid, typ, kind string }{
+			{"m1", "PlaceOrder", contract.KindCommand}, {"m2", "OrderPlaced", contract.KindEvent},
+			{"m3", "ReserveStock", contract.KindCommand}, {"m4", "StockReserved", contract.KindEvent},
+		}
+		for i, c := range chain {
+			cause := ""
+			if i > 0 {
+				cause = chain[i-1].uuid
+			}
+			h.msgs[c.uuid] = streamMsg{uuid: c.uuid, typ: c.typ, orderID: "o1", corr: corr, cause: cause}
+			span := fmt.Sprintf("%016x", i+1)
+			h.handled = append(h.handled, handledRec{proc: worker, at: at.Add(time.Duration(i) * time.Millisecond),
+				kind: c.kind, typ: c.typ, uuid: c.uuid, corr: corr, cause: cause, trace: "t1", span: span})
+			r.otlp.spans[span] = otlpSpan{traceID: "t1", spanID: span}
+		}
+		return h, r
+	}
+	if h, r := build(); len(check(h, r).failures()) != 0 {
+		t.Fatalf("a right history fails: %v", check(h, r).failures())
+	}
+	for _, tc := range []struct {
+		name   string
+		break_ func(h *chaosHistory, r *chaosRun)
+		caught func(res *chaosResult) bool
+	}{
+		{"lost order", func(h *chaosHistory, _ *chaosRun) { delete(h.outcomes, "o1") },
+			func(res *chaosResult) bool { return res.lost == 1 }},
+		{"charged twice", func(h *chaosHistory, _ *chaosRun) { h.effects["charge/o1"] = 2 },
+			func(res *chaosResult) bool { return len(res.duplicateEffects) == 1 }},
+		{"shipped without being completed", func(h *chaosHistory, _ *chaosRun) { h.outcomes["o1"] = sagas.OutcomeCompensated },
+			func(res *chaosResult) bool { return len(res.wrongEffects) > 0 }},
+		{"another order's correlation ID", func(h *chaosHistory, _ *chaosRun) { h.handled[2].corr = other },
+			func(res *chaosResult) bool { return len(res.withoutCorrelation) == 1 }},
+		{"no correlation ID in the stream", func(h *chaosHistory, _ *chaosRun) { m := h.msgs["m3"]; m.corr = ""; h.msgs["m3"] = m },
+			func(res *chaosResult) bool { return len(res.withoutCorrelation) == 1 }},
+		{"causation at another order", func(h *chaosHistory, _ *chaosRun) {
+			h.msgs["x"] = streamMsg{uuid: "x", typ: "OrderPlaced", orderID: "o2"}
+			m := h.msgs["m3"]
+			m.cause = "x"
+			h.msgs["m3"] = m
+			h.handled[2].cause = "x"
+		}, func(res *chaosResult) bool { return len(res.wrongCausation) == 1 }},
+		{"causation at nothing", func(h *chaosHistory, _ *chaosRun) {
+			m := h.msgs["m4"]
+			m.cause = "nothing"
+			h.msgs["m4"] = m
+			h.handled[3].cause = "nothing"
+		}, func(res *chaosResult) bool { return len(res.wrongCausation) == 1 }},
+		{"an event without a causation ID", func(h *chaosHistory, _ *chaosRun) {
+			m := h.msgs["m2"]
+			m.cause = ""
+			h.msgs["m2"] = m
+			h.handled[1].cause = ""
+		}, func(res *chaosResult) bool { return len(res.wrongCausation) == 1 }},
+		{"a span missing", func(_ *chaosHistory, r *chaosRun) { delete(r.otlp.spans, fmt.Sprintf("%016x", 2)) },
+			func(res *chaosResult) bool { return len(res.otlpMissing) == 1 }},
+		{"a hop in an outage is not asked for", func(_ *chaosHistory, r *chaosRun) {
+			delete(r.otlp.spans, fmt.Sprintf("%016x", 2))
+			r.otlpDown = [][2]time.Time{{at.Add(-time.Second), at}}
+		}, func(res *chaosResult) bool { return len(res.otlpMissing) == 0 && res.otlpEligible == 0 }},
+	} {
+		h, r := build()
+		tc.break_(h, r)
+		res := check(h, r)
+		if !tc.caught(res) {
+			t.Errorf("%s: not caught:\n%s\nfailures %v", tc.name, res, res.failures())
+		}
+	}
+}

@@ -367,7 +367,7 @@ func (r *chaosRun) inject(i int, f fault) {
 	}
 	r.mu.Lock()
 	r.done[f.kind]++
-	r.faultLog = append(r.faultLog, fmt.Sprintf("%2d %-13s at +%s: %s", i+1, f.kind, at.Format("15:04:05.000"), what))
+	r.faultLog = append(r.faultLog, fmt.Sprintf("%2d %-13s at %s: %s", i+1, f.kind, at.Format("15:04:05.000"), what))
 	r.mu.Unlock()
 }
 
@@ -453,4 +453,29 @@ func (r *chaosRun) saveLogs(t *testing.T, dir string) {
 		_ = os.WriteFile(filepath.Join(dir, name+".stderr"), []byte(p.stderr.String()), 0o644)
 	}
 	_ = os.WriteFile(filepath.Join(dir, "redis-server.log"), []byte(r.redis.log.String()), 0o644)
+}
+
+// TestChaosPlan: a seed draws one schedule, every kind as often as the
+// number of faults allows.
+func TestChaosPlan(t *testing.T) {
+	cfg := chaosConfig{seed: 7, faults: 24}
+	a, b := plan(cfg), plan(cfg)
+	if !slices.Equal(a, b) {
+		t.Fatal("one seed, two schedules")
+	}
+	kinds := map[string]int{}
+	for _, f := range a {
+		kinds[f.kind]++
+		if f.worker < 0 || f.worker >= chaosWorkers {
+			t.Errorf("worker slot %d", f.worker)
+		}
+	}
+	for _, k := range faultKinds {
+		if kinds[k] != 4 {
+			t.Errorf("%s %d times in 24 faults, want 4", k, kinds[k])
+		}
+	}
+	if other := plan(chaosConfig{seed: 8, faults: 24}); slices.Equal(a, other) {
+		t.Error("two seeds, one schedule")
+	}
 }
