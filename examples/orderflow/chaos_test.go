@@ -479,3 +479,27 @@ func TestChaosPlan(t *testing.T) {
 		t.Error("two seeds, one schedule")
 	}
 }
+
+// TestOrderflow_api_through_redis_restart: the api keeps placing orders
+// and waiting for them while its Redis restarts (it used to exit with
+// "cannot place order" or "cannot read order ... from the saga store").
+func TestOrderflow_api_through_redis_restart(t *testing.T) {
+	rs := startChaosRedis(t)
+	env := cleanEnv("REDIS_ADDR=" + rs.addr())
+	args := []string{"-prefix", "restart:", "-payment-timeout", "2s"}
+	w := start(t, "worker", env, append([]string{"-role", "worker"}, args...)...)
+	w.waitLog(t, "orderflow running", 30*time.Second)
+	api := start(t, "api", env, append([]string{"-role", "api", "-orders", "12", "-order-interval", "150ms", "-timeout", "60s"}, args...)...)
+	api.waitLog(t, "order placed", 30*time.Second)
+	rs.kill()
+	time.Sleep(3 * time.Second) // longer than go-redis's own retries
+	rs.start()
+	if err := api.wait(t, 90*time.Second); err != nil {
+		t.Fatalf("api: %v\nstderr:\n%s\nstdout (end):\n%s", err, api.stderr, tail(api.stdout.String(), 40))
+	}
+	if out := api.stdout.String(); !strings.Contains(out, `"msg":"cannot place the order; sending it again"`) &&
+		!strings.Contains(out, `"msg":"cannot read the order from the saga store"`) {
+		t.Errorf("the api met no Redis error: the restart tested nothing\n%s", tail(out, 40))
+	}
+	w.stop(t)
+}
