@@ -50,35 +50,33 @@ func (a *app) forwardPublisher() *watermillobs.Publisher {
 }
 
 // placeAndWait places the orders, each through the command bus in a root
-// span of its own with a new correlation ID, waits until every saga ended
-// (or -timeout), then asks each order's status through request/reply.
+// span of its own with a new correlation ID (all at once, or
+// -order-interval apart), waits until every saga ended (or -timeout), then
+// asks each order's status through request/reply. A failure to reach the
+// broker or the saga store (a restarting Redis) is retried within
+// -timeout.
 func (a *app) placeAndWait(ctx context.Context) (*runResult, error) {
 	tracer := a.tel.tp.Tracer("orderflow")
 	run := watermill.NewShortUUID()[:6]
 	res := &runResult{}
 	for i := range a.cfg.orders {
-		o := &placedOrder{id: fmt.Sprintf("order-%s-%03d", run, i), correlationID: hooks.NewCorrelationID()}
-		octx := hooks.WithCorrelationID(ctx, o.correlationID)
-		octx, span := tracer.Start(octx, "place order", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(attribute.String("order.id", o.id), attribute.String("messaging.message.conversation_id", o.correlationID)))
-		o.span = span.SpanContext()
-		err := a.commands.Send(octx, &PlaceOrder{OrderID: o.id, Amount: 100 + i, Card: cardFor(i)})
-		if err != nil {
-			span.SetStatus(codes.Error, err.Error())
+		if i > 0 && a.cfg.orderInterval > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(a.cfg.orderInterval):
+			}
 		}
-		span.End()
-		if err != nil {
-			return nil, fmt.Errorf("cannot place order %s: %w", o.id, err)
+		o := &placedOrder{id: fmt.Sprintf("order-%s-%03d", run, i), correlationID: hooks.NewCorrelationID()}
+		if err := a.place(ctx, tracer, o, i); err != nil {
+			return nil, err
 		}
 		res.orders = append(res.orders, o)
 	}
 
 	deadline := time.Now().Add(a.cfg.timeout)
 	for {
-		open, err := a.refresh(ctx, res.orders)
-		if err != nil {
-			return nil, err
-		}
+		open := a.refresh(ctx, res.orders)
 		if len(open) == 0 {
 			break
 		}
@@ -101,17 +99,24 @@ func (a *app) placeAndWait(ctx context.Context) (*runResult, error) {
 	for _, o := range res.orders {
 		for {
 			r, err := a.queryStatus(ctx, tracer, o)
-			if err != nil {
-				return res, err
-			}
-			o.reply = r
-			if summaryFinal(r.Summary) {
-				break
-			}
-			if time.Now().After(deadline) {
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return res, ctx.Err()
+			case err != nil && time.Now().After(deadline):
 				res.stalled = true
-				return res, fmt.Errorf("order %s ended (%s) but the order summary shows %q after %s (-timeout)",
-					o.id, o.outcome, r.Summary, a.cfg.timeout)
+				return res, err
+			case err != nil:
+				a.tel.logger.WarnContext(ctx, "order status query failed; asking again", "order_id", o.id, "error", err)
+			default:
+				o.reply = r
+				if !summaryFinal(r.Summary) && time.Now().After(deadline) {
+					res.stalled = true
+					return res, fmt.Errorf("order %s ended (%s) but the order summary shows %q after %s (-timeout)",
+						o.id, o.outcome, r.Summary, a.cfg.timeout)
+				}
+			}
+			if o.reply != nil && summaryFinal(o.reply.Summary) {
+				break
 			}
 			select {
 			case <-ctx.Done():
@@ -121,6 +126,36 @@ func (a *app) placeAndWait(ctx context.Context) (*runResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// place sends PlaceOrder for o, the i-th order, in a root span of its own
+// with o's correlation ID, and logs "order placed". A failed send is sent
+// again within -timeout: PlaceOrder is idempotent (the outbox keeps one
+// order row; the saga starts once per order ID).
+func (a *app) place(ctx context.Context, tracer trace.Tracer, o *placedOrder, i int) error {
+	octx := hooks.WithCorrelationID(ctx, o.correlationID)
+	octx, span := tracer.Start(octx, "place order", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("order.id", o.id), attribute.String("messaging.message.conversation_id", o.correlationID)))
+	defer span.End()
+	o.span = span.SpanContext()
+	card := cardFor(i)
+	deadline := time.Now().Add(a.cfg.timeout)
+	for {
+		err := a.commands.Send(octx, &PlaceOrder{OrderID: o.id, Amount: 100 + i, Card: card})
+		if err == nil {
+			a.tel.logger.InfoContext(octx, "order placed", "order_id", o.id, "card", card)
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			span.SetStatus(codes.Error, err.Error())
+			return fmt.Errorf("cannot place order %s: %w", o.id, err)
+		}
+		a.tel.logger.WarnContext(octx, "cannot place the order; sending it again", "order_id", o.id, "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // queryStatus asks for the status of o through request/reply, in the
@@ -142,8 +177,9 @@ func (a *app) queryStatus(ctx context.Context, tracer trace.Tracer, o *placedOrd
 }
 
 // refresh reads every open order from the saga store and returns those
-// still open: not ended, or ended with commands not yet published.
-func (a *app) refresh(ctx context.Context, orders []*placedOrder) ([]*placedOrder, error) {
+// still open: not ended, or ended with commands not yet published. An
+// order the store cannot be read for stays open (and is logged).
+func (a *app) refresh(ctx context.Context, orders []*placedOrder) []*placedOrder {
 	var open []*placedOrder
 	for _, o := range orders {
 		if o.outcome != "" {
@@ -151,7 +187,11 @@ func (a *app) refresh(ctx context.Context, orders []*placedOrder) ([]*placedOrde
 		}
 		inst, found, err := a.br.store.Load(ctx, sagaType, o.id)
 		if err != nil {
-			return nil, fmt.Errorf("cannot read order %s from the saga store: %w", o.id, err)
+			if ctx.Err() == nil {
+				a.tel.logger.WarnContext(ctx, "cannot read the order from the saga store", "order_id", o.id, "error", err)
+			}
+			open = append(open, o)
+			continue
 		}
 		if found {
 			o.status = inst.Status
@@ -162,7 +202,7 @@ func (a *app) refresh(ctx context.Context, orders []*placedOrder) ([]*placedOrde
 		}
 		open = append(open, o)
 	}
-	return open, nil
+	return open
 }
 
 func describeOpen(open []*placedOrder) string {

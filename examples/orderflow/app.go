@@ -15,6 +15,7 @@ import (
 	"github.com/cqrs-ddd/watermill-observability/sagas"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs"
 	"github.com/cqrs-ddd/watermill-observability/watermillobs/promobs"
+	"github.com/cqrs-ddd/watermill-observability/watermillobs/sentryobs"
 )
 
 // The roles of a process.
@@ -43,6 +44,7 @@ type app struct {
 	manager  *sagas.Manager     // nil in the api
 	summary  *summaryProjection // nil in the api
 	outbox   *orderOutbox       // nil without POSTGRES_DSN
+	effects  effectLog
 
 	// failedOnce remembers the ChargePayment commands whose first attempt
 	// the scripted gateway failed.
@@ -54,7 +56,10 @@ func (a *app) hasWorker() bool { return a.cfg.role != roleAPI }
 
 // newApp builds the router, the CQRS layer and the handlers of the role.
 func newApp(ctx context.Context, cfg config, tel *telemetry, br *broker, ob *orderOutbox) (*app, error) {
-	a := &app{cfg: cfg, tel: tel, br: br, topics: topics{cfg.prefix}, outbox: ob}
+	a := &app{cfg: cfg, tel: tel, br: br, topics: topics{cfg.prefix}, outbox: ob, effects: &memoryEffects{}}
+	if br.redis != nil {
+		a.effects = redisEffects{client: br.redis, prefix: cfg.prefix}
+	}
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, tel.wmlog)
 	if err != nil {
 		return nil, err
@@ -64,8 +69,12 @@ func newApp(ctx context.Context, cfg config, tel *telemetry, br *broker, ob *ord
 	// Step 2 of "Instrument a router": correlation, process spans, one
 	// "message handled" line per message, the Prometheus metrics, the
 	// consume hooks.
+	backends := []watermillobs.Backend{tel.metrics}
+	if tel.sentry {
+		backends = append(backends, sentryobs.New(sentryobs.WithLogger(tel.logger)))
+	}
 	if err := watermillobs.Instrument(router, watermillobs.InstrumentConfig{
-		Backends: []watermillobs.Backend{tel.metrics},
+		Backends: backends,
 	}, tel.opts...); err != nil {
 		return nil, err
 	}
@@ -251,10 +260,15 @@ func (e *GatewayUnavailableError) Error() string {
 }
 
 // workerHandlers are the stock, payment and shipping services and the
-// order-status query.
+// order-status query. Each service records its effect in the effect log,
+// once per command UUID, then answers: a command delivered again is
+// answered again without a second effect.
 func (a *app) workerHandlers() []cqrs.CommandHandler {
 	return []cqrs.CommandHandler{
 		cqrs.NewCommandHandler("stock", func(ctx context.Context, c *ReserveStock) error {
+			if err := a.effect(ctx, effectReserve, c.OrderID); err != nil {
+				return err
+			}
 			return a.events.Publish(ctx, &StockReserved{OrderID: c.OrderID})
 		}),
 		cqrs.NewCommandHandler("payment", func(ctx context.Context, c *ChargePayment) error {
@@ -269,12 +283,21 @@ func (a *app) workerHandlers() []cqrs.CommandHandler {
 				a.failedOnce.Delete(uuid)
 				return a.events.Publish(ctx, &PaymentFailed{OrderID: c.OrderID, Reason: "card declined"})
 			}
+			if err := a.effect(ctx, effectCharge, c.OrderID); err != nil {
+				return err
+			}
 			return a.events.Publish(ctx, &PaymentCharged{OrderID: c.OrderID})
 		}),
 		cqrs.NewCommandHandler("shipping", func(ctx context.Context, c *ShipOrder) error {
+			if err := a.effect(ctx, effectShip, c.OrderID); err != nil {
+				return err
+			}
 			return a.events.Publish(ctx, &OrderShipped{OrderID: c.OrderID})
 		}),
 		cqrs.NewCommandHandler("release", func(ctx context.Context, c *ReleaseStock) error {
+			if err := a.effect(ctx, effectRelease, c.OrderID); err != nil {
+				return err
+			}
 			return a.events.Publish(ctx, &StockReleased{OrderID: c.OrderID})
 		}),
 		requestreply.NewCommandHandlerWithResult[GetOrderStatus, OrderStatus]("order_status", a.backend,
@@ -287,6 +310,16 @@ func (a *app) workerHandlers() []cqrs.CommandHandler {
 				return status, err
 			}),
 	}
+}
+
+// effect records the effect of the command being handled on orderID in
+// the effect log; applied before, it is not applied again.
+func (a *app) effect(ctx context.Context, kind, orderID string) error {
+	uuid := cqrs.OriginalMessageFromCtx(ctx).UUID
+	if _, err := a.effects.apply(ctx, kind, orderID, uuid, a.tel.process); err != nil {
+		return fmt.Errorf("cannot record %s of order %s: %w", kind, orderID, err)
+	}
+	return nil
 }
 
 // statusOf reads an order's status from the saga store.

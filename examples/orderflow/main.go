@@ -14,7 +14,7 @@
 //	REDIS_ADDR=127.0.0.1:6379 go run ./examples/orderflow -role api -spans-dir spans
 //
 // The environment: REDIS_ADDR (Redis Streams and the saga store in Redis),
-// POSTGRES_DSN (the outbox), and OpenTelemetry's OTEL_EXPORTER_OTLP_ENDPOINT,
+// POSTGRES_DSN (the outbox), SENTRY_DSN (handler errors to Sentry), and OpenTelemetry's OTEL_EXPORTER_OTLP_ENDPOINT,
 // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_TRACES_EXPORTER=otlp,
 // OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_PROPAGATORS,
 // OTEL_TRACES_SAMPLER.
@@ -41,6 +41,7 @@ type config struct {
 	spansDir       string
 	prefix         string
 	paymentTimeout time.Duration
+	orderInterval  time.Duration
 	keepRunning    bool
 	traceAll       bool
 	redisAddr      string
@@ -67,6 +68,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.spansDir, "spans-dir", "", "write this process's spans as JSON lines into this directory; the api reads them all for the waterfall (empty: off)")
 	fs.StringVar(&cfg.prefix, "prefix", "orderflow:", "prefix of every Redis stream and key")
 	fs.DurationVar(&cfg.paymentTimeout, "payment-timeout", 3*time.Second, "how long the saga waits for the payment before it compensates")
+	fs.DurationVar(&cfg.orderInterval, "order-interval", 0, "place the orders this far apart instead of all at once (a steady flow, for the chaos test)")
 	fs.BoolVar(&cfg.keepRunning, "keep-running", false, "after the report, keep running (handlers, /metrics) until SIGINT or SIGTERM, for a Prometheus scraping the process")
 	fs.BoolVar(&cfg.traceAll, "trace-all", false, "trace every hook operation (\"*\") instead of the default profile, and log each operation with its attribute keys (diagnostics; docs/reference.md is checked with it)")
 	if err := fs.Parse(args); err != nil {

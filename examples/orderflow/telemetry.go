@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
+	"github.com/getsentry/sentry-go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -48,7 +49,9 @@ type telemetry struct {
 	// in a worker, which runs until stopped.
 	recorder *tracetest.SpanRecorder
 	// otlp tells whether spans are exported with OTLP.
-	otlp    bool
+	otlp bool
+	// sentry tells whether handler errors go to Sentry (SENTRY_DSN).
+	sentry  bool
 	logger  *slog.Logger
 	wmlog   watermill.LoggerAdapter
 	reg     *hooks.Registry
@@ -154,6 +157,15 @@ func newTelemetry(ctx context.Context, role, spansDir, metricsAddr string, trace
 		watermillobs.WithHookRegistry(t.reg),
 	}
 
+	// Sentry when SENTRY_DSN is set (README "Retries, poison queues and
+	// Sentry"): handler errors and panics, through sentryobs.
+	if dsn := os.Getenv("SENTRY_DSN"); dsn != "" {
+		if err := sentry.Init(sentry.ClientOptions{Dsn: dsn, ServerName: t.process}); err != nil {
+			return nil, fmt.Errorf("cannot configure Sentry (SENTRY_DSN): %w", err)
+		}
+		t.sentry = true
+	}
+
 	t.prom = prometheus.NewRegistry()
 	t.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if t.metrics, err = promobs.New(t.prom); err != nil {
@@ -194,5 +206,8 @@ func (t *telemetry) shutdown(ctx context.Context) error {
 		errs = append(errs, t.server.Shutdown(ctx))
 	}
 	errs = append(errs, t.tp.Shutdown(ctx))
+	if t.sentry && !sentry.Flush(2*time.Second) {
+		t.logger.Warn("some Sentry events were not sent within 2s")
+	}
 	return errors.Join(errs...)
 }
