@@ -549,7 +549,7 @@ func hostileCheckMessage(t *testing.T, s hostileSent, got []e2eReceived, spans [
 
 	// Payload tracing on the first process span.
 	if v, _ := spanAttr(processIn[0], "cqrs.payload_size"); v.AsInt64() != int64(s.size) {
-		t.Errorf("cqrs.payload_size %v, want %d", v.Emit(), s.size)
+		t.Errorf("cqrs.payload_size %v, want %d", v.String(), s.size)
 	}
 	var events []string
 	for _, e := range processIn[0].Events() {
