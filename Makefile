@@ -8,6 +8,8 @@
 #   make chaos       the chaos run of examples/orderflow (TestChaos): 3 workers and an api
 #                    on its own Redis and on PostgreSQL while a seeded driver injects
 #                    CHAOS_FAULTS faults; CHAOS_SEED replays a schedule (needs redis-server)
+#   make chaos-cluster the same run on a Redis Cluster of 3 masters with a replica each
+#                    (TestChaosCluster), a master SIGKILLed among the faults
 #   make services    only start/check the test services (scripts/test-services.sh)
 #   make demo        run examples/orderflow: the order system in one process (needs no server)
 #   make demo-hooks  run examples/quickstart: the hook pipeline at work (needs no server)
@@ -33,7 +35,7 @@ FUZZTIME ?= 20s
 # package:FuzzName pairs, separated by spaces.
 FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./internal/bound:FuzzIsID ./watermillobs/payloadtrace:FuzzPayloadSanitize ./contract:FuzzMetadata
 
-.PHONY: test test-integration chaos services demo demo-hooks demo-redis demo-cqrs bench bench-redis lint fuzz-short
+.PHONY: test test-integration chaos chaos-cluster services demo demo-hooks demo-redis demo-cqrs bench bench-redis lint fuzz-short
 
 # The allocation pins skip under -race (the detector allocates), so they run
 # once more without it.
@@ -55,14 +57,20 @@ test-integration:
 	bash scripts/install-prometheus.sh
 	WMOBS_FULL=1 $(GO) test -race -count=1 -timeout 30m $(GOTESTFLAGS) ./...
 
-# The chaos run (RELIABILITY.md, "Chaos"): WMOBS_CHAOS=1 runs the long
-# form; make test-integration runs a shortened one (6 faults).
+# The chaos runs (RELIABILITY.md, "Chaos"): WMOBS_CHAOS=1 runs the long
+# form; make test-integration runs a shortened one of each (6 faults).
 CHAOS_FAULTS ?= 24
 CHAOS_SEED ?=
 chaos:
 	bash scripts/test-services.sh
 	WMOBS_CHAOS=1 WMOBS_CHAOS_FAULTS=$(CHAOS_FAULTS) WMOBS_CHAOS_SEED=$(CHAOS_SEED) \
 		$(GO) test -count=1 -timeout 20m -v -run '^TestChaos$$' ./examples/orderflow
+
+# On a Redis Cluster the test starts itself (6 redis-servers on loopback).
+chaos-cluster:
+	bash scripts/test-services.sh
+	WMOBS_CHAOS=1 WMOBS_CHAOS_FAULTS=$(CHAOS_FAULTS) WMOBS_CHAOS_SEED=$(CHAOS_SEED) \
+		$(GO) test -count=1 -timeout 20m -v -run '^TestChaosCluster$$' ./examples/orderflow
 
 services:
 	bash scripts/test-services.sh

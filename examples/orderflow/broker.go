@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,7 +36,9 @@ type broker struct {
 	// replySubscriber returns a subscriber for one request/reply topic.
 	replySubscriber func() (message.Subscriber, error)
 	store           sagas.Store
-	redis           *redis.Client // nil on GoChannel
+	// redis is a *redis.Client, or a *redis.ClusterClient when REDIS_ADDR
+	// names several seeds; nil on GoChannel.
+	redis redis.UniversalClient
 	// gochannel is the embedded broker; nil on Redis.
 	gochannel *gochannel.GoChannel
 	close     func() error
@@ -54,11 +57,30 @@ func newGoChannelBroker(logger watermill.LoggerAdapter) *broker {
 	}
 }
 
-// newRedisBroker is Redis Streams at addr: consumer groups named after the
-// handlers, so that the workers share the work, and the saga state in
-// Redis.
+// newRedisClient is a client of one Redis server at addr, or of a Redis
+// Cluster when addr lists several seed nodes separated by commas
+// ("127.0.0.1:7000,127.0.0.1:7001"): the cluster client finds the other
+// nodes, follows the slots as they move, and reloads the slot map every
+// few seconds, so that it finds the replica a failover promoted even while
+// the dead master's address stays silent.
+func newRedisClient(addr string) redis.UniversalClient {
+	var seeds []string
+	for _, a := range strings.Split(addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			seeds = append(seeds, a)
+		}
+	}
+	if len(seeds) < 2 {
+		return redis.NewClient(&redis.Options{Addr: addr})
+	}
+	return redis.NewClusterClient(&redis.ClusterOptions{Addrs: seeds, ClusterStateReloadInterval: 2 * time.Second})
+}
+
+// newRedisBroker is Redis Streams at addr (one server, or the seeds of a
+// Redis Cluster): consumer groups named after the handlers, so that the
+// workers share the work, and the saga state in Redis.
 func newRedisBroker(ctx context.Context, addr string, t topics, consumer string, logger watermill.LoggerAdapter) (*broker, error) {
-	client := redis.NewClient(&redis.Options{Addr: addr})
+	client := newRedisClient(addr)
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := client.Ping(pingCtx).Err(); err != nil {
@@ -115,7 +137,7 @@ func newRedisBroker(ctx context.Context, addr string, t topics, consumer string,
 }
 
 // sharedClient is a Redis client that its users cannot close.
-type sharedClient struct{ *redis.Client }
+type sharedClient struct{ redis.UniversalClient }
 
 // Close does nothing: the broker closes the client.
 func (sharedClient) Close() error { return nil }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,14 +90,10 @@ func (r *chaosRun) history(t *testing.T, prefix string) *chaosHistory {
 	}
 
 	ctx := context.Background()
-	client := redis.NewClient(&redis.Options{Addr: r.redis.addr()})
+	client := r.redisClient()
 	defer client.Close()
-	var streams []string
-	iter := client.ScanType(ctx, 0, prefix+"*", 200, "stream").Iterator()
-	for iter.Next(ctx) {
-		streams = append(streams, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
+	streams, err := scanStreams(ctx, client, prefix+"*")
+	if err != nil {
 		t.Fatalf("listing the streams: %v", err)
 	}
 	var unmarshal redisstream.DefaultMarshallerUnmarshaller
@@ -151,6 +148,48 @@ func (r *chaosRun) history(t *testing.T, prefix string) *chaosHistory {
 		t.Errorf("counting the orders in PostgreSQL: %v", err)
 	}
 	return h
+}
+
+// redisClient is a new client of the run's Redis, direct (one server) or
+// through the proxies (a cluster: its nodes announce them).
+func (r *chaosRun) redisClient() redis.UniversalClient {
+	if r.cluster == nil {
+		return redis.NewClient(&redis.Options{Addr: r.redis.addr()})
+	}
+	var seeds []string
+	for _, n := range r.cluster.Nodes {
+		seeds = append(seeds, n.Announced)
+	}
+	return redis.NewClusterClient(&redis.ClusterOptions{Addrs: seeds})
+}
+
+// scanStreams lists the streams whose names match pattern: on a cluster,
+// on every master.
+func scanStreams(ctx context.Context, client redis.UniversalClient, pattern string) ([]string, error) {
+	scan := func(ctx context.Context, c redis.Cmdable) ([]string, error) {
+		var out []string
+		iter := c.ScanType(ctx, 0, pattern, 200, "stream").Iterator()
+		for iter.Next(ctx) {
+			out = append(out, iter.Val())
+		}
+		return out, iter.Err()
+	}
+	cluster, ok := client.(*redis.ClusterClient)
+	if !ok {
+		return scan(ctx, client)
+	}
+	var (
+		mu  sync.Mutex
+		all []string
+	)
+	err := cluster.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		found, err := scan(ctx, m)
+		mu.Lock()
+		all = append(all, found...)
+		mu.Unlock()
+		return err
+	})
+	return all, err
 }
 
 // chaosResult is what the checker found.

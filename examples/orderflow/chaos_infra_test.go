@@ -209,6 +209,32 @@ func (p *proxy) open() int {
 	return len(p.conns) / 2
 }
 
+// proxies are the proxies of a run: one in front of the Redis server, or
+// one in front of each node of a cluster. Each method applies to all.
+type proxies []*proxy
+
+func (ps proxies) setDelay(d time.Duration) {
+	for _, p := range ps {
+		p.setDelay(d)
+	}
+}
+
+func (ps proxies) cut() int {
+	n := 0
+	for _, p := range ps {
+		n += p.cut()
+	}
+	return n
+}
+
+func (ps proxies) open() int {
+	n := 0
+	for _, p := range ps {
+		n += p.open()
+	}
+	return n
+}
+
 func (p *proxy) close() {
 	_ = p.ln.Close()
 	p.cut()

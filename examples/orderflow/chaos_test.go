@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -26,9 +27,17 @@ import (
 //
 //	make chaos                                  # the long run: WMOBS_CHAOS=1, 24 faults
 //	WMOBS_CHAOS=1 WMOBS_CHAOS_SEED=42 make chaos  # replay a seed's schedule
-//	make test-integration                       # the shortened run (6 faults) with the rest
+//	make chaos-cluster                          # the long run on a Redis Cluster (TestChaosCluster)
+//	make test-integration                       # the shortened runs (6 faults) with the rest
 //
 // WMOBS_CHAOS_FAULTS sets the number of faults (at least one per kind).
+//
+// TestChaosCluster is the same run on a Redis Cluster of three masters
+// with a replica each (every node on its append-only file, appendfsync
+// always), each node behind a proxy of its own; its faults are the same
+// but for the Redis restart, replaced by the SIGKILL of a master: its
+// replica takes over, the killed node is started again and rejoins as a
+// replica.
 
 // The fault kinds.
 const (
@@ -38,9 +47,18 @@ const (
 	faultOTLPOutage   = "otlp-outage"   // the OTLP receiver stops listening, then listens again
 	faultSentry       = "sentry"        // the Sentry DSN answers 500s, then times out, then recovers
 	faultNetDelay     = "net-delay"     // latency on every Redis connection, then every one cut
+	faultMasterKill   = "master-kill"   // SIGKILL of a cluster master, its replica promoted, the node restarted
 )
 
-var faultKinds = []string{faultWorkerKill, faultRedisRestart, faultPGTerminate, faultOTLPOutage, faultSentry, faultNetDelay}
+// The fault kinds of a run on one Redis, and on a Redis Cluster.
+var (
+	faultKinds        = []string{faultWorkerKill, faultRedisRestart, faultPGTerminate, faultOTLPOutage, faultSentry, faultNetDelay}
+	clusterFaultKinds = []string{faultWorkerKill, faultMasterKill, faultPGTerminate, faultOTLPOutage, faultSentry, faultNetDelay}
+)
+
+// clusterNodeTimeout is the cluster-node-timeout of the chaos cluster: a
+// master unreachable this long is failed over.
+const clusterNodeTimeout = 2 * time.Second
 
 const chaosWorkers = 3
 
@@ -48,24 +66,31 @@ const chaosWorkers = 3
 type chaosConfig struct {
 	seed   uint64
 	faults int
+	// kinds are the fault kinds drawn: faultKinds, or clusterFaultKinds
+	// on a Redis Cluster.
+	kinds   []string
+	cluster bool
 	// orderInterval spaces the api's orders.
 	orderInterval  time.Duration
 	paymentTimeout time.Duration
 }
 
-func chaosConfigFromEnv(t *testing.T) chaosConfig {
-	cfg := chaosConfig{faults: 24, orderInterval: 250 * time.Millisecond, paymentTimeout: 10 * time.Second}
+func chaosConfigFromEnv(t *testing.T, cluster bool) chaosConfig {
+	cfg := chaosConfig{faults: 24, kinds: faultKinds, cluster: cluster, orderInterval: 250 * time.Millisecond, paymentTimeout: 10 * time.Second}
+	if cluster {
+		cfg.kinds = clusterFaultKinds
+	}
 	switch {
 	case os.Getenv("WMOBS_CHAOS") == "1":
 	case testsvc.Full():
-		cfg.faults = len(faultKinds) // the shortened run of make test-integration
+		cfg.faults = len(cfg.kinds) // the shortened run of make test-integration
 	default:
-		t.Skip("the chaos run is opt-in: make chaos (WMOBS_CHAOS=1), or its shortened form in make test-integration (WMOBS_FULL=1)")
+		t.Skip("the chaos run is opt-in: make chaos or make chaos-cluster (WMOBS_CHAOS=1), or its shortened form in make test-integration (WMOBS_FULL=1)")
 	}
 	if v := os.Getenv("WMOBS_CHAOS_FAULTS"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < len(faultKinds) {
-			t.Fatalf("WMOBS_CHAOS_FAULTS=%q: want a number of at least %d (one per kind)", v, len(faultKinds))
+		if err != nil || n < len(cfg.kinds) {
+			t.Fatalf("WMOBS_CHAOS_FAULTS=%q: want a number of at least %d (one per kind)", v, len(cfg.kinds))
 		}
 		cfg.faults = n
 	}
@@ -89,7 +114,7 @@ type fault struct {
 	// hold2 is the timing-out phase of a Sentry fault, the latency of a
 	// network delay.
 	hold2  time.Duration
-	worker int // the worker slot a kill hits
+	worker int // the worker slot a kill hits; the master a master kill hits
 }
 
 // plan draws the schedule of a run from its seed: every kind as evenly as
@@ -99,7 +124,7 @@ func plan(cfg chaosConfig) []fault {
 	dur := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo)+1)) }
 	var kinds []string
 	for i := range cfg.faults {
-		kinds = append(kinds, faultKinds[i%len(faultKinds)])
+		kinds = append(kinds, cfg.kinds[i%len(cfg.kinds)])
 	}
 	rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
 	faults := make([]fault, 0, len(kinds))
@@ -110,6 +135,9 @@ func plan(cfg chaosConfig) []fault {
 			f.worker, f.hold = rng.IntN(chaosWorkers), dur(500*time.Millisecond, 2*time.Second)
 		case faultRedisRestart:
 			f.hold = dur(300*time.Millisecond, 1500*time.Millisecond)
+		case faultMasterKill:
+			// The hold runs from the failover to the restart.
+			f.worker, f.hold = rng.IntN(3), dur(300*time.Millisecond, 1500*time.Millisecond)
 		case faultPGTerminate:
 			f.hold = dur(200*time.Millisecond, 800*time.Millisecond) // a second termination after it
 		case faultOTLPOutage:
@@ -145,10 +173,13 @@ type chaosProc struct {
 
 // chaosRun is the state of a run the driver and the checker share.
 type chaosRun struct {
-	t       *testing.T
-	cfg     chaosConfig
-	redis   *chaosRedis
-	proxy   *proxy
+	t     *testing.T
+	cfg   chaosConfig
+	redis *chaosRedis // nil on a cluster
+	// cluster is the Redis Cluster of TestChaosCluster, nil on one Redis.
+	cluster *testsvc.Cluster
+	// proxies front the Redis server, or each node of the cluster.
+	proxies proxies
 	otlp    *otlpReceiver
 	sentry  *fakeSentry
 	pgAdmin *sql.DB
@@ -165,20 +196,53 @@ type chaosRun struct {
 	done       map[string]int
 	pgKilled   int // backends terminated
 	proxyCuts  int
+	failovers  []failover
 	faultLog   []string
 	workerPort [chaosWorkers]int
 }
 
-func TestChaos(t *testing.T) {
-	cfg := chaosConfigFromEnv(t)
+// failover is one master kill of a cluster run.
+type failover struct {
+	// took is from the SIGKILL to the replica serving the slots with the
+	// cluster ok; rejoined from the restart to every replica in sync.
+	took, rejoined time.Duration
+}
+
+func TestChaos(t *testing.T) { runChaos(t, chaosConfigFromEnv(t, false)) }
+
+func TestChaosCluster(t *testing.T) { runChaos(t, chaosConfigFromEnv(t, true)) }
+
+func runChaos(t *testing.T, cfg chaosConfig) {
 	faults := plan(cfg)
 	orders := int((plannedDuration(faults)+3*time.Second)/cfg.orderInterval) + 1
-	t.Logf("chaos seed %d: %d faults, %d orders (replay the schedule: WMOBS_CHAOS=1 WMOBS_CHAOS_SEED=%d WMOBS_CHAOS_FAULTS=%d make chaos)",
-		cfg.seed, len(faults), orders, cfg.seed, len(faults))
+	target, test := "chaos", "TestChaos"
+	if cfg.cluster {
+		target, test = "chaos-cluster", "TestChaosCluster"
+	}
+	t.Logf("chaos seed %d: %d faults, %d orders (replay the schedule: make %s CHAOS_SEED=%d CHAOS_FAULTS=%d, or WMOBS_CHAOS=1 WMOBS_CHAOS_SEED=%d WMOBS_CHAOS_FAULTS=%d go test -run '^%s$' ./examples/orderflow)",
+		cfg.seed, len(faults), orders, target, cfg.seed, len(faults), cfg.seed, len(faults), test)
 
 	r := &chaosRun{t: t, cfg: cfg, done: map[string]int{}}
-	r.redis = startChaosRedis(t)
-	r.proxy = startProxy(t, r.redis.addr())
+	var redisAddr string
+	if cfg.cluster {
+		start := time.Now()
+		r.cluster = testsvc.StartRedisCluster(t, testsvc.ClusterConfig{Replicas: 1, AppendOnly: true, NodeTimeout: clusterNodeTimeout,
+			Announce: func(addr string) string {
+				p := startProxy(t, addr)
+				r.proxies = append(r.proxies, p)
+				return p.addr()
+			}})
+		var seeds []string
+		for _, n := range r.cluster.Nodes {
+			seeds = append(seeds, n.Announced)
+		}
+		redisAddr = strings.Join(seeds, ",")
+		t.Logf("Redis Cluster of %d nodes (3 masters, a replica each) ready in %s", len(r.cluster.Nodes), time.Since(start).Round(time.Millisecond))
+	} else {
+		r.redis = startChaosRedis(t)
+		r.proxies = proxies{startProxy(t, r.redis.addr())}
+		redisAddr = r.proxies[0].addr()
+	}
 	r.otlp = startOTLPReceiver(t)
 	r.sentry = startFakeSentry(t)
 	db, schema := testsvc.Postgres(t)
@@ -186,7 +250,7 @@ func TestChaos(t *testing.T) {
 	r.appName = "orderflow_chaos_" + schema
 	const prefix = "chaos:"
 	r.env = cleanEnv(
-		"REDIS_ADDR="+r.proxy.addr(),
+		"REDIS_ADDR="+redisAddr,
 		"SENTRY_DSN="+r.sentry.dsn(),
 		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="+r.otlp.endpoint(),
 		"OTEL_BSP_SCHEDULE_DELAY=200",
@@ -240,15 +304,18 @@ func TestChaos(t *testing.T) {
 		t.Logf("%s: goroutines %v, sockets %v, %d connections to Redis, %d PostgreSQL backends", s.label, s.goroutines, s.sockets, s.proxied, s.pgBackends)
 	}
 	t.Log(res.String())
+	if cfg.cluster {
+		t.Log(r.failoverSummary())
+	}
 	for _, line := range r.faultLog {
 		t.Log("fault " + line)
 	}
 	for _, f := range res.failures() {
 		t.Error(f)
 	}
-	for _, k := range faultKinds {
+	for _, k := range cfg.kinds {
 		want := 1
-		if cfg.faults >= 2*len(faultKinds) {
+		if cfg.faults >= 2*len(cfg.kinds) {
 			want = 2
 		}
 		if r.done[k] < want {
@@ -355,11 +422,13 @@ func (r *chaosRun) inject(i int, f fault) {
 		time.Sleep(f.hold2)
 		r.sentry.setMode(sentryOK)
 		what = fmt.Sprintf("Sentry 500s for %s, then timing out for %s", f.hold, f.hold2)
+	case faultMasterKill:
+		what = r.killMaster(f)
 	case faultNetDelay:
-		r.proxy.setDelay(f.hold2)
+		r.proxies.setDelay(f.hold2)
 		time.Sleep(f.hold)
-		n := r.proxy.cut()
-		r.proxy.setDelay(0)
+		n := r.proxies.cut()
+		r.proxies.setDelay(0)
 		r.mu.Lock()
 		r.proxyCuts += n
 		r.mu.Unlock()
@@ -369,6 +438,64 @@ func (r *chaosRun) inject(i int, f fault) {
 	r.done[f.kind]++
 	r.faultLog = append(r.faultLog, fmt.Sprintf("%2d %-13s at %s: %s", i+1, f.kind, at.Format("15:04:05.000"), what))
 	r.mu.Unlock()
+}
+
+// killMaster kills a master of the cluster with SIGKILL (the cluster
+// ready before: every replica in sync), waits until its replica serves
+// its slots, starts the killed node again after the hold and waits until
+// it is back as a replica in sync.
+func (r *chaosRun) killMaster(f fault) string {
+	t := r.t
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := r.cluster.WaitReady(ctx); err != nil {
+		t.Fatalf("master-kill: the cluster is not ready before it: %v", err)
+	}
+	masters := r.cluster.Masters(ctx)
+	if len(masters) != 3 {
+		t.Fatalf("master-kill: %d masters, want 3", len(masters))
+	}
+	victim := masters[f.worker]
+	killedAt := time.Now()
+	promoted, err := r.cluster.FailOver(ctx, victim)
+	if err != nil {
+		t.Fatalf("master-kill: %v", err)
+	}
+	took := time.Since(killedAt)
+	time.Sleep(f.hold)
+	restartedAt := time.Now()
+	if err := victim.Restart(ctx); err != nil {
+		t.Fatalf("master-kill: restarting %s: %v", victim.Addr, err)
+	}
+	if err := r.cluster.WaitReady(ctx); err != nil {
+		t.Fatalf("master-kill: %s restarted, the cluster not ready: %v", victim.Addr, err)
+	}
+	rejoined := time.Since(restartedAt)
+	if role := victim.Role(ctx); role != "replica" {
+		t.Errorf("master-kill: %s restarted as %q, want a replica", victim.Addr, role)
+	}
+	r.mu.Lock()
+	r.failovers = append(r.failovers, failover{took: took, rejoined: rejoined})
+	r.mu.Unlock()
+	return fmt.Sprintf("SIGKILL of master %s; replica %s took over after %s; the node restarted %s later, a replica in sync after %s",
+		victim.Addr, promoted.Addr, took.Round(time.Millisecond), f.hold, rejoined.Round(time.Millisecond))
+}
+
+// failoverSummary sums the master kills up.
+func (r *chaosRun) failoverSummary() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.failovers) == 0 {
+		return "no failover"
+	}
+	lo, hi := r.failovers[0], r.failovers[0]
+	for _, f := range r.failovers {
+		lo.took, hi.took = min(lo.took, f.took), max(hi.took, f.took)
+		lo.rejoined, hi.rejoined = min(lo.rejoined, f.rejoined), max(hi.rejoined, f.rejoined)
+	}
+	return fmt.Sprintf("%d failovers: the replica serving the slots %s-%s after the SIGKILL; the restarted node in sync %s-%s after its start",
+		len(r.failovers), lo.took.Round(time.Millisecond), hi.took.Round(time.Millisecond),
+		lo.rejoined.Round(time.Millisecond), hi.rejoined.Round(time.Millisecond))
 }
 
 // terminateBackends ends the api's PostgreSQL connections, found by their
@@ -397,7 +524,7 @@ type sample struct {
 }
 
 func (r *chaosRun) sample(label string) sample {
-	s := sample{label: label, goroutines: map[string]int{}, sockets: map[string]int{}, proxied: r.proxy.open()}
+	s := sample{label: label, goroutines: map[string]int{}, sockets: map[string]int{}, proxied: r.proxies.open()}
 	for _, w := range r.liveWorkers() {
 		s.goroutines[w.name] = scrapeGoroutines(r.t, w.metrics)
 		s.sockets[w.name] = countSockets(w.cmd.Process.Pid)
@@ -406,7 +533,25 @@ func (r *chaosRun) sample(label string) sample {
 	return s
 }
 
+// scrapeGoroutines reads go_goroutines at addr three times, 100 ms apart,
+// and returns the least: a scrape counts the goroutines of the scrape
+// itself (the registry gathers its collectors concurrently, and the
+// projection's lag collector asks Redis), which a leak is not.
 func scrapeGoroutines(t *testing.T, addr string) int {
+	n := -1
+	for i := range 3 {
+		if i > 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		g := scrapeGoroutinesOnce(t, addr)
+		if g >= 0 && (n < 0 || g < n) {
+			n = g
+		}
+	}
+	return n
+}
+
+func scrapeGoroutinesOnce(t *testing.T, addr string) int {
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Errorf("scraping %s: %v", addr, err)
@@ -452,31 +597,40 @@ func (r *chaosRun) saveLogs(t *testing.T, dir string) {
 		_ = os.WriteFile(filepath.Join(dir, name+".stdout"), []byte(p.stdout.String()), 0o644)
 		_ = os.WriteFile(filepath.Join(dir, name+".stderr"), []byte(p.stderr.String()), 0o644)
 	}
-	_ = os.WriteFile(filepath.Join(dir, "redis-server.log"), []byte(r.redis.log.String()), 0o644)
+	if r.redis != nil {
+		_ = os.WriteFile(filepath.Join(dir, "redis-server.log"), []byte(r.redis.log.String()), 0o644)
+	}
+	if r.cluster != nil {
+		for _, n := range r.cluster.Nodes {
+			_ = os.WriteFile(filepath.Join(dir, "redis-"+strings.ReplaceAll(n.Addr, ":", "-")+".log"), []byte(n.Log()), 0o644)
+		}
+	}
 }
 
 // TestChaosPlan: a seed draws one schedule, every kind as often as the
 // number of faults allows.
 func TestChaosPlan(t *testing.T) {
-	cfg := chaosConfig{seed: 7, faults: 24}
-	a, b := plan(cfg), plan(cfg)
-	if !slices.Equal(a, b) {
-		t.Fatal("one seed, two schedules")
-	}
-	kinds := map[string]int{}
-	for _, f := range a {
-		kinds[f.kind]++
-		if f.worker < 0 || f.worker >= chaosWorkers {
-			t.Errorf("worker slot %d", f.worker)
+	for _, kinds := range [][]string{faultKinds, clusterFaultKinds} {
+		cfg := chaosConfig{seed: 7, faults: 24, kinds: kinds}
+		a, b := plan(cfg), plan(cfg)
+		if !slices.Equal(a, b) {
+			t.Fatal("one seed, two schedules")
 		}
-	}
-	for _, k := range faultKinds {
-		if kinds[k] != 4 {
-			t.Errorf("%s %d times in 24 faults, want 4", k, kinds[k])
+		count := map[string]int{}
+		for _, f := range a {
+			count[f.kind]++
+			if f.worker < 0 || f.worker >= chaosWorkers {
+				t.Errorf("worker slot %d", f.worker)
+			}
 		}
-	}
-	if other := plan(chaosConfig{seed: 8, faults: 24}); slices.Equal(a, other) {
-		t.Error("two seeds, one schedule")
+		for _, k := range kinds {
+			if count[k] != 4 {
+				t.Errorf("%s %d times in 24 faults, want 4", k, count[k])
+			}
+		}
+		if other := plan(chaosConfig{seed: 8, faults: 24, kinds: kinds}); slices.Equal(a, other) {
+			t.Error("two seeds, one schedule")
+		}
 	}
 }
 

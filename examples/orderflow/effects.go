@@ -28,10 +28,13 @@ type effectLog interface {
 	apply(ctx context.Context, kind, orderID, uuid, process string) (applied bool, err error)
 }
 
-// The keys of the effect log on Redis, under the run's prefix.
+// The keys of the effect log on Redis, under the run's prefix. They share
+// the hash tag {effects}, so that on a Redis Cluster they live in one slot
+// and applyEffect, which writes both, runs there (a script touching two
+// slots fails with CROSSSLOT).
 const (
-	effectsAppliedKey = "effects:applied" // hash: command UUID -> "<kind>/<order ID> <process>"
-	effectsCountKey   = "effects:count"   // hash: "<kind>/<order ID>" -> effects applied
+	effectsAppliedKey = "{effects}:applied" // hash: command UUID -> "<kind>/<order ID> <process>"
+	effectsCountKey   = "{effects}:count"   // hash: "<kind>/<order ID>" -> effects applied
 )
 
 // applyEffect marks the command applied and counts its effect, atomically.
@@ -44,7 +47,7 @@ return 0`)
 
 // redisEffects is the effect log in Redis, shared by every worker.
 type redisEffects struct {
-	client *redis.Client
+	client redis.UniversalClient
 	prefix string
 }
 

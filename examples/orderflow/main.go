@@ -13,7 +13,8 @@
 //	REDIS_ADDR=127.0.0.1:6379 go run ./examples/orderflow -role worker -spans-dir spans &
 //	REDIS_ADDR=127.0.0.1:6379 go run ./examples/orderflow -role api -spans-dir spans
 //
-// The environment: REDIS_ADDR (Redis Streams and the saga store in Redis),
+// The environment: REDIS_ADDR (Redis Streams and the saga store in Redis;
+// several addresses separated by commas: the seeds of a Redis Cluster),
 // POSTGRES_DSN (the outbox), SENTRY_DSN (handler errors to Sentry), and OpenTelemetry's OTEL_EXPORTER_OTLP_ENDPOINT,
 // OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_TRACES_EXPORTER=otlp,
 // OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_PROPAGATORS,

@@ -10,12 +10,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/testsvc"
 )
@@ -220,6 +223,59 @@ func parseReport(t *testing.T, stdout string) report {
 	return r
 }
 
+// TestOrderflow_redis_cluster runs one api and one worker on a Redis
+// Cluster of three masters, REDIS_ADDR naming its nodes: every order ends,
+// and the effect log, whose script writes two keys, works (its keys
+// share a hash tag; without it the script fails with CROSSSLOT and no
+// order gets past its stock reservation).
+func TestOrderflow_redis_cluster(t *testing.T) {
+	cluster := testsvc.RedisCluster(t)
+	env := cleanEnv("REDIS_ADDR=" + strings.Join(cluster.Options().Addrs, ","))
+	const orders, prefix = 10, "cluster:"
+	args := []string{"-prefix", prefix, "-payment-timeout", "2s"}
+	w := start(t, "worker", env, append([]string{"-role", "worker"}, args...)...)
+	w.waitLog(t, "orderflow running", 30*time.Second)
+	if !strings.Contains(w.stdout.String(), `"broker":"redis"`) {
+		t.Errorf("the worker is not on Redis:\n%s", tail(w.stdout.String(), 10))
+	}
+	api := start(t, "api", env, append([]string{"-role", "api", "-orders", strconv.Itoa(orders), "-timeout", "40s"}, args...)...)
+	if err := api.wait(t, 60*time.Second); err != nil {
+		t.Fatalf("api: %v\nstderr:\n%s\nstdout (end):\n%s\nworker (end):\n%s", err, api.stderr, tail(api.stdout.String(), 30), tail(w.stdout.String(), 30))
+	}
+	w.stop(t)
+	if r := parseReport(t, api.stdout.String()); r.states["completed"]+r.states["compensated"] != orders {
+		t.Errorf("final states %v, want %d orders completed or compensated", r.states, orders)
+	}
+
+	ctx := context.Background()
+	counts, err := cluster.HGetAll(ctx, prefix+effectsCountKey).Result()
+	if err != nil || len(counts) == 0 {
+		t.Fatalf("effect counts: %v, %v", counts, err)
+	}
+	for k, n := range counts {
+		if n != "1" {
+			t.Errorf("effect %s applied %s times", k, n)
+		}
+	}
+	// The streams and keys spread over the masters.
+	var mu sync.Mutex
+	withKeys := 0
+	if err := cluster.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		n, err := m.DBSize(ctx).Result()
+		mu.Lock()
+		defer mu.Unlock()
+		if n > 0 {
+			withKeys++
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if withKeys < 2 {
+		t.Errorf("the demo's keys are on %d master(s), want them spread", withKeys)
+	}
+}
+
 // TestOrderflow_redis_multi_process runs one api and two workers on Redis
 // with a shared spans directory: every order ends, the state is in Redis,
 // and the waterfall shows one trace across the processes.
@@ -378,5 +434,76 @@ func TestOrderflow_outbox(t *testing.T) {
 	}
 	if r.states["completed"] != 4 || r.states["compensated"] != 1 {
 		t.Errorf("final states %v, want 4 completed and 1 compensated", r.states)
+	}
+}
+
+// TestOrderflow_redis_cluster_failover: a master of the cluster is killed
+// while the orders flow and stays dead; its replica takes over and every
+// order still ends. go-redis does not reload its slot map on a connection
+// error: with its default reload interval (60 s) the processes kept
+// sending the dead master's slots to its address, and the orders stalled
+// until -timeout.
+func TestOrderflow_redis_cluster_failover(t *testing.T) {
+	if !testsvc.Full() {
+		t.Skip("about 25 s: make test-integration (WMOBS_FULL=1); TestNewRedisClient pins the reload interval in make test")
+	}
+	c := testsvc.StartRedisCluster(t, testsvc.ClusterConfig{Replicas: 1, NodeTimeout: 1500 * time.Millisecond})
+	var seeds []string
+	for _, n := range c.Nodes {
+		seeds = append(seeds, n.Announced)
+	}
+	env := cleanEnv("REDIS_ADDR=" + strings.Join(seeds, ","))
+	args := []string{"-prefix", "failover:", "-payment-timeout", "5s"}
+	w := start(t, "worker", env, append([]string{"-role", "worker"}, args...)...)
+	w.waitLog(t, "orderflow running", 30*time.Second)
+	api := start(t, "api", env, append([]string{"-role", "api", "-orders", "40", "-order-interval", "150ms", "-timeout", "30s"}, args...)...)
+	api.waitLog(t, "order placed", 30*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The master of the effect log's slot: every order needs it.
+	m, err := c.Client.MasterForKey(ctx, "failover:"+effectsCountKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim *testsvc.ClusterNode
+	for _, n := range c.Nodes {
+		if n.Announced == m.Options().Addr {
+			victim = n
+		}
+	}
+	if victim == nil {
+		t.Fatalf("no node at %s", m.Options().Addr)
+	}
+	start := time.Now()
+	promoted, err := c.FailOver(ctx, victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("master %s killed, replica %s took over after %s", victim.Addr, promoted.Addr, time.Since(start).Round(time.Millisecond))
+	if err := api.wait(t, 60*time.Second); err != nil {
+		t.Fatalf("api: %v\nstderr:\n%s\nstdout (end):\n%s", err, api.stderr, tail(api.stdout.String(), 30))
+	}
+	w.stop(t)
+	t.Logf("the api ended %s after the kill", time.Since(start).Round(time.Millisecond))
+}
+
+// TestNewRedisClient: one address is a client of one server; several are
+// the seeds of a cluster client whose slot map is reloaded every 2 s (see
+// TestOrderflow_redis_cluster_failover for why).
+func TestNewRedisClient(t *testing.T) {
+	single := newRedisClient("127.0.0.1:1")
+	defer single.Close()
+	if _, ok := single.(*redis.Client); !ok {
+		t.Errorf("one address: %T, want *redis.Client", single)
+	}
+	multi := newRedisClient("127.0.0.1:1, 127.0.0.1:2,")
+	defer multi.Close()
+	cc, ok := multi.(*redis.ClusterClient)
+	if !ok {
+		t.Fatalf("two addresses: %T, want *redis.ClusterClient", multi)
+	}
+	if o := cc.Options(); !slices.Equal(o.Addrs, []string{"127.0.0.1:1", "127.0.0.1:2"}) || o.ClusterStateReloadInterval != 2*time.Second {
+		t.Errorf("cluster options: seeds %v, reload every %s; want the two seeds, 2s", o.Addrs, o.ClusterStateReloadInterval)
 	}
 }

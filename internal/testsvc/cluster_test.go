@@ -88,3 +88,79 @@ func TestRedisClusterWithoutRedisServerFailsLoudly(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisClusterReplicasFailOver: a cluster of three masters with a
+// replica each, on append-only files: every replica in sync at the start,
+// a master killed and its replica promoted with the writes it
+// acknowledged, the killed node started again and back as a replica in
+// sync.
+func TestRedisClusterReplicasFailOver(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := StartRedisCluster(t, ClusterConfig{Replicas: 1, AppendOnly: true, NodeTimeout: 1500 * time.Millisecond})
+	if len(c.Nodes) != 6 {
+		t.Fatalf("%d nodes, want 6", len(c.Nodes))
+	}
+	masters := c.Masters(ctx)
+	if len(masters) != 3 {
+		t.Fatalf("%d masters, want 3", len(masters))
+	}
+	for _, n := range c.Nodes[3:] {
+		if role := n.Role(ctx); role != "replica" {
+			t.Errorf("node %s: role %q, want replica", n.Addr, role)
+		}
+	}
+	for _, n := range c.Nodes {
+		if aof, err := n.Client().ConfigGet(ctx, "appendfsync").Result(); err != nil || aof["appendfsync"] != "always" {
+			t.Errorf("node %s: appendfsync %v, %v", n.Addr, aof, err)
+		}
+	}
+
+	keys := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	for _, k := range keys {
+		if err := c.Client.Set(ctx, k, "v-"+k, 0).Err(); err != nil {
+			t.Fatalf("SET %s: %v", k, err)
+		}
+	}
+	victim, err := c.Client.MasterForKey(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var killed *ClusterNode
+	for _, n := range c.Nodes {
+		if n.Announced == victim.Options().Addr {
+			killed = n
+		}
+	}
+	if killed == nil {
+		t.Fatalf("no node at %s", victim.Options().Addr)
+	}
+	promoted, err := c.FailOver(ctx, killed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if killed.Alive() || promoted.Role(ctx) != "master" {
+		t.Fatalf("after the failover: killed alive %v, promoted %s role %q", killed.Alive(), promoted.Addr, promoted.Role(ctx))
+	}
+	if v, err := promoted.Client().Get(ctx, "a").Result(); err != nil || v != "v-a" {
+		t.Errorf("GET a on the promoted replica: %q, %v", v, err)
+	}
+	if err := killed.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitReady(ctx); err != nil {
+		t.Fatalf("after the restart: %v", err)
+	}
+	if role := killed.Role(ctx); role != "replica" {
+		t.Errorf("the restarted node: role %q, want replica", role)
+	}
+	// A fresh client finds every key; the slots moved, nothing was lost.
+	fresh := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{promoted.Announced}})
+	defer fresh.Close()
+	for _, k := range keys {
+		if v, err := fresh.Get(ctx, k).Result(); err != nil || v != "v-"+k {
+			t.Errorf("GET %s after the failover: %q, %v", k, v, err)
+		}
+	}
+}
