@@ -12,7 +12,7 @@
 #   make demo-cqrs   run examples/cqrs: one order through the CQRS layer (needs no server)
 #   make bench       benchmarks:  make bench BENCH=Hook PKG=./hooks
 #   make lint        gofmt check, go vet, staticcheck
-#   make fuzz-short  each fuzz target of FUZZ_TARGETS for FUZZTIME
+#   make fuzz-short  each fuzz target of FUZZ_TARGETS for FUZZTIME (FUZZFLAGS: extra go test flags)
 #
 # The services script and internal/testsvc read REDIS_ADDR and POSTGRES_DSN.
 
@@ -25,8 +25,13 @@ BENCH ?= .
 PKG ?= ./...
 STATICCHECK_VERSION ?= v0.8.2
 FUZZTIME ?= 20s
-# package:FuzzName pairs, separated by spaces.
-FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./internal/bound:FuzzIsID ./watermillobs/payloadtrace:FuzzPayloadSanitize ./contract:FuzzMetadata
+# Extra flags for go test in `make fuzz-short`, e.g. FUZZFLAGS="-parallel 1".
+FUZZFLAGS ?=
+# package:FuzzName pairs, separated by spaces. The decoders of stored data:
+# projections (stream entries, their msgpack metadata), sagas (the instance
+# hash), outbox (rows and their envelopes).
+FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./internal/bound:FuzzIsID ./watermillobs/payloadtrace:FuzzPayloadSanitize ./contract:FuzzMetadata \
+	./projections:FuzzDecodeMetadata ./projections:FuzzDecodeEntry ./sagas:FuzzDecodeFields ./outbox:FuzzDecodeEnvelope
 
 .PHONY: test test-integration services demo demo-hooks demo-redis demo-cqrs bench lint fuzz-short
 
@@ -82,5 +87,5 @@ fuzz-short:
 	@set -e; for target in $(FUZZ_TARGETS); do \
 		pkg=$${target%%:*}; name=$${target#*:}; \
 		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test "$$pkg" -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
+		$(GO) test "$$pkg" -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $(FUZZFLAGS); \
 	done
