@@ -19,7 +19,7 @@
 #   make bench-redis the Redis Streams harness of BENCHMARKS.md: every variant in
 #                    its own process, BENCH_REDIS_ROUNDS interleaved rounds
 #   make lint        gofmt check, go vet, staticcheck
-#   make fuzz-short  each fuzz target of FUZZ_TARGETS for FUZZTIME
+#   make fuzz-short  each fuzz target of FUZZ_TARGETS for FUZZTIME (FUZZFLAGS: extra go test flags)
 #
 # The services script and internal/testsvc read REDIS_ADDR and POSTGRES_DSN.
 
@@ -32,8 +32,13 @@ BENCH ?= .
 PKG ?= ./...
 STATICCHECK_VERSION ?= v0.8.2
 FUZZTIME ?= 20s
-# package:FuzzName pairs, separated by spaces.
-FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./internal/bound:FuzzIsID ./watermillobs/payloadtrace:FuzzPayloadSanitize ./contract:FuzzMetadata
+# Extra flags for go test in `make fuzz-short`, e.g. FUZZFLAGS="-parallel 1".
+FUZZFLAGS ?=
+# package:FuzzName pairs, separated by spaces. The decoders of stored data:
+# projections (stream entries, their msgpack metadata), sagas (the instance
+# hash), outbox (rows and their envelopes).
+FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./internal/bound:FuzzIsID ./watermillobs/payloadtrace:FuzzPayloadSanitize ./contract:FuzzMetadata \
+	./projections:FuzzDecodeMetadata ./projections:FuzzDecodeEntry ./sagas:FuzzDecodeFields ./outbox:FuzzDecodeEnvelope
 
 .PHONY: test test-integration chaos chaos-cluster services demo demo-hooks demo-redis demo-cqrs bench bench-redis lint fuzz-short
 
@@ -120,5 +125,5 @@ fuzz-short:
 	@set -e; for target in $(FUZZ_TARGETS); do \
 		pkg=$${target%%:*}; name=$${target#*:}; \
 		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test "$$pkg" -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
+		$(GO) test "$$pkg" -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $(FUZZFLAGS); \
 	done

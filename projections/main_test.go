@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/testsvc"
 	"github.com/cqrs-ddd/watermill-observability/projections"
@@ -30,7 +31,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	// Only the test path checks for leaked goroutines: a child exits
+	// above, and a leaked goroutine is a leak a user's process would carry.
+	goleak.VerifyTestMain(m)
 }
 
 // runChild runs a partitioned sum projection until SIGTERM.

@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.uber.org/goleak"
 
 	"github.com/cqrs-ddd/watermill-observability/cqrsbus"
 	"github.com/cqrs-ddd/watermill-observability/hooks"
@@ -69,7 +70,10 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	// Only the test path checks for leaked goroutines: a worker exits
+	// above, and a leaked goroutine is a leak a user's process would carry.
+	// Settled first lets the readers of closed redisstream subscribers end.
+	goleak.VerifyTestMain(testsvc.Settled(m))
 }
 
 var w3c = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/testsvc"
 )
@@ -54,12 +55,16 @@ func orderflowBinary(t *testing.T) string {
 	return binary
 }
 
+// TestMain removes the built demo after the tests and fails them if a
+// goroutine outlives them: a leaked goroutine is a leak a user's process
+// would carry.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if binary != "" {
-		_ = os.RemoveAll(filepath.Dir(binary))
-	}
-	os.Exit(code)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if binary != "" {
+			_ = os.RemoveAll(filepath.Dir(binary))
+		}
+		os.Exit(code)
+	}))
 }
 
 // cleanEnv is the test's environment without what the demo reads, so that

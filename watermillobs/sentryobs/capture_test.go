@@ -42,6 +42,8 @@ func newHub(t *testing.T, opts ...func(*sentry.ClientOptions)) (*sentry.Hub, *se
 	if err != nil {
 		t.Fatalf("cannot create sentry client: %v", err)
 	}
+	// Close stops the client's batch processors.
+	t.Cleanup(client.Close)
 	return sentry.NewHub(client, sentry.NewScope()), transport
 }
 

@@ -24,6 +24,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
+	defer client.Close()
 	capture := sentryobs.New(sentryobs.WithHub(sentry.NewHub(client, sentry.NewScope())))
 
 	handler := capture.HandlerMiddleware()(func(msg *message.Message) ([]*message.Message, error) {
