@@ -225,12 +225,13 @@ func minutes(d time.Duration) string { return d.Round(time.Second).String() }
 func soakCharts(samples []soakSample, workers []string, d time.Duration) string {
 	var b strings.Builder
 	for _, c := range []struct {
-		title string
-		f     func(soakSample) float64
+		title   string
+		f       func(soakSample) float64
+		minStep float64
 	}{
-		{"RSS (MB)", func(x soakSample) float64 { return mb(x.rss) }},
-		{"heap in use, go_memstats_heap_alloc_bytes (MB)", func(x soakSample) float64 { return mb(x.heap) }},
-		{"goroutines", func(x soakSample) float64 { return float64(x.goroutines) }},
+		{"RSS (MB)", func(x soakSample) float64 { return mb(x.rss) }, 0},
+		{"heap, go_memstats_heap_alloc_bytes (MB)", func(x soakSample) float64 { return mb(x.heap) }, 0},
+		{"goroutines", func(x soakSample) float64 { return float64(x.goroutines) }, 1},
 	} {
 		var series []chartSeries
 		for i, name := range workers {
@@ -242,7 +243,7 @@ func soakCharts(samples []soakSample, workers []string, d time.Duration) string 
 			}
 			series = append(series, cs)
 		}
-		b.WriteString(asciiChart(c.title, series, 64, 10, d.Minutes()))
+		b.WriteString(asciiChart(c.title, series, 64, 12, d.Minutes(), c.minStep))
 		b.WriteString("\n")
 	}
 	return b.String()
@@ -256,21 +257,21 @@ type chartSeries struct {
 	points []chartPoint
 }
 
-// asciiChart plots the series on width columns and height rows, the y axis
-// from 0 (so that a flat line looks flat at its scale), the x axis in
-// minutes with a mark at loadEnd; where two series share a cell it shows
-// '*'.
-func asciiChart(title string, series []chartSeries, width, height int, loadEnd float64) string {
-	var xmax, ymax float64
+// asciiChart plots the series on width columns and height rows, the x
+// axis in minutes with a mark at loadEnd, the y axis zoomed to the data
+// (its first label is where it starts); where two series share a cell it
+// shows '*'.
+func asciiChart(title string, series []chartSeries, width, height int, loadEnd, minStep float64) string {
+	xmax, ymin, ymax := 0.0, math.Inf(1), math.Inf(-1)
 	for _, s := range series {
 		for _, p := range s.points {
-			xmax, ymax = max(xmax, p.x), max(ymax, p.y)
+			xmax, ymin, ymax = max(xmax, p.x), min(ymin, p.y), max(ymax, p.y)
 		}
 	}
-	if xmax == 0 || ymax == 0 {
+	if xmax == 0 || math.IsInf(ymin, 0) {
 		return title + ": no samples\n"
 	}
-	ymax = niceCeil(ymax * 1.05)
+	lo, step := chartScale(ymin, ymax, height, minStep)
 	grid := make([][]rune, height)
 	for i := range grid {
 		grid[i] = []rune(strings.Repeat(" ", width))
@@ -278,7 +279,7 @@ func asciiChart(title string, series []chartSeries, width, height int, loadEnd f
 	for _, s := range series {
 		for _, p := range s.points {
 			col := min(width-1, int(p.x/xmax*float64(width-1)+0.5))
-			row := min(height-1, int(p.y/ymax*float64(height)))
+			row := min(height-1, max(0, int((p.y-lo)/step)))
 			r := &grid[height-1-row][col]
 			switch *r {
 			case ' ', s.glyph:
@@ -296,8 +297,8 @@ func asciiChart(title string, series []chartSeries, width, height int, loadEnd f
 	fmt.Fprintf(&b, "%s  [%s]\n", title, strings.Join(legend, ", "))
 	for i, row := range grid {
 		label := "" // a row holds the values from its label up to the next one's
-		if i%2 == 1 {
-			label = strconv.FormatFloat(ymax*float64(height-1-i)/float64(height), 'g', 4, 64)
+		if (height-1-i)%2 == 0 {
+			label = strconv.FormatFloat(lo+step*float64(height-1-i), 'g', 4, 64)
 		}
 		fmt.Fprintf(&b, "%8s |%s\n", label, string(row))
 	}
@@ -315,6 +316,24 @@ func asciiChart(title string, series []chartSeries, width, height int, loadEnd f
 	}
 	fmt.Fprintf(&b, "%s min (| the end of the load)\n", strings.TrimRight(string(foot), " "))
 	return b.String()
+}
+
+// chartScale picks the bottom of the y axis and the height of a row: a
+// round step (1, 2 or 5 times a power of ten, at least minStep) such that
+// height rows from a multiple of it hold [ymin, ymax].
+func chartScale(ymin, ymax float64, height int, minStep float64) (lo, step float64) {
+	span := ymax - ymin
+	if span <= 0 {
+		span = max(math.Abs(ymax)/10, 1)
+	}
+	step = max(niceCeil(span/float64(height-1)), minStep)
+	for {
+		lo = math.Floor(ymin/step) * step
+		if lo+step*float64(height) > ymax {
+			return lo, step
+		}
+		step = niceCeil(step * 1.5)
+	}
 }
 
 // niceCeil rounds v up to 1, 2 or 5 times a power of ten.
