@@ -10,6 +10,10 @@
 #                    CHAOS_FAULTS faults; CHAOS_SEED replays a schedule (needs redis-server)
 #   make chaos-cluster the same run on a Redis Cluster of 3 masters with a replica each
 #                    (TestChaosCluster), a master SIGKILLed among the faults
+#   make soak        the soak run of examples/orderflow (TestSoak): 2 workers and an api run
+#                    every 30 s placing 10 orders/s for SOAK_DURATION (30m) on its own Redis
+#                    and on PostgreSQL, every process sampled every 10 s; RSS and goroutines
+#                    must stay flat; the samples go to SOAK_OUT (needs redis-server)
 #   make services    only start/check the test services (scripts/test-services.sh)
 #   make demo        run examples/orderflow: the order system in one process (needs no server)
 #   make demo-hooks  run examples/quickstart: the hook pipeline at work (needs no server)
@@ -40,7 +44,7 @@ FUZZFLAGS ?=
 FUZZ_TARGETS ?= ./hooks:FuzzMatch ./internal/bound:FuzzString ./internal/bound:FuzzIsID ./watermillobs/payloadtrace:FuzzPayloadSanitize ./contract:FuzzMetadata \
 	./projections:FuzzDecodeMetadata ./projections:FuzzDecodeEntry ./sagas:FuzzDecodeFields ./outbox:FuzzDecodeEnvelope
 
-.PHONY: test test-integration chaos chaos-cluster services demo demo-hooks demo-redis demo-cqrs bench bench-redis lint fuzz-short
+.PHONY: test test-integration chaos chaos-cluster soak services demo demo-hooks demo-redis demo-cqrs bench bench-redis lint fuzz-short
 
 # The allocation pins skip under -race (the detector allocates), so they run
 # once more without it.
@@ -76,6 +80,16 @@ chaos-cluster:
 	bash scripts/test-services.sh
 	WMOBS_CHAOS=1 WMOBS_CHAOS_FAULTS=$(CHAOS_FAULTS) WMOBS_CHAOS_SEED=$(CHAOS_SEED) \
 		$(GO) test -count=1 -timeout 20m -v -run '^TestChaosCluster$$' ./examples/orderflow
+
+# The soak run (RELIABILITY.md, "Soak"): WMOBS_SOAK=1 runs the long form;
+# make test-integration runs a 60-second one that checks goroutines and
+# connections come back to their baseline after the load.
+SOAK_DURATION ?= 30m
+SOAK_OUT ?= $(CURDIR)/soak.csv
+soak:
+	bash scripts/test-services.sh
+	WMOBS_SOAK=1 WMOBS_SOAK_DURATION=$(SOAK_DURATION) WMOBS_SOAK_OUT=$(SOAK_OUT) \
+		$(GO) test -count=1 -timeout 0 -v -run '^TestSoak$$' ./examples/orderflow
 
 services:
 	bash scripts/test-services.sh
