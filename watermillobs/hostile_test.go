@@ -306,6 +306,8 @@ func TestHostileInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Closing stops the client's batch processors (goleak checks).
+	t.Cleanup(sentryClient.Close)
 	capture := sentryobs.New(sentryobs.WithHub(sentry.NewHub(sentryClient, sentry.NewScope())), sentryobs.WithLogger(logger))
 
 	r := testsvc.NewRouter(t)
