@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -64,13 +63,7 @@ func (r *chaosRun) history(t *testing.T, prefix string) *chaosHistory {
 	procs := slices.Clone(r.procs)
 	r.mu.Unlock()
 	for _, p := range procs {
-		sc := bufio.NewScanner(strings.NewReader(p.stdout.String()))
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Bytes()
-			if len(line) == 0 || line[0] != '{' {
-				continue
-			}
+		for line := range logLines(p.stdout.String()) {
 			var rec map[string]any
 			if json.Unmarshal(line, &rec) != nil {
 				continue // a record cut by SIGKILL

@@ -341,11 +341,9 @@ func withAppName(dsn, name string) string {
 
 // processName reads the process name from the "orderflow running" record.
 func processName(stdout string) string {
-	sc := bufio.NewScanner(strings.NewReader(stdout))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
+	for line := range logLines(stdout) {
 		var rec struct{ Msg, Process string }
-		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "orderflow running" {
+		if json.Unmarshal(line, &rec) == nil && rec.Msg == "orderflow running" {
 			return rec.Process
 		}
 	}

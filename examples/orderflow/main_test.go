@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"iter"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -161,6 +162,21 @@ func (p *process) stop(t *testing.T) {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	if err := p.wait(t, 30*time.Second); err != nil {
 		t.Errorf("%s did not exit cleanly on SIGTERM: %v\nstderr:\n%s", p.name, err, p.stderr)
+	}
+}
+
+// logLines yields the lines of a process's stdout that are JSON log
+// records (they start with '{'), leaving out the report's lines. A line is
+// valid until the next one is yielded.
+func logLines(stdout string) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		sc := bufio.NewScanner(strings.NewReader(stdout))
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if line := sc.Bytes(); len(line) > 0 && line[0] == '{' && !yield(line) {
+				return
+			}
+		}
 	}
 }
 
@@ -372,13 +388,7 @@ func TestOrderflow_embedded_logs(t *testing.T) {
 	}
 	var handled int
 	kinds, outcomes := map[string]int{}, map[string]int{}
-	sc := bufio.NewScanner(strings.NewReader(p.stdout.String()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if !bytes.HasPrefix(line, []byte("{")) {
-			continue
-		}
+	for line := range logLines(p.stdout.String()) {
 		var rec map[string]any
 		if err := json.Unmarshal(line, &rec); err != nil {
 			t.Fatalf("a log line is not JSON: %v\n%s", err, line)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -257,13 +256,7 @@ func runDemoForReference(t *testing.T) demoRun {
 	scrape(t, metricsAddr(t, p.stdout.String()), run.metrics)
 	p.stop(t)
 
-	sc := bufio.NewScanner(strings.NewReader(p.stdout.String()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(line) == 0 || line[0] != '{' {
-			continue
-		}
+	for line := range logLines(p.stdout.String()) {
 		var rec map[string]any
 		if err := json.Unmarshal(line, &rec); err != nil {
 			t.Fatalf("a log line is not JSON: %v\n%s", err, line)
