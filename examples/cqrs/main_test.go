@@ -1,13 +1,13 @@
 package main
 
 import (
-	"io"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/cqrs-ddd/watermill-observability/internal/testsvc"
 )
 
 // TestMain fails the tests if a goroutine outlives them; TestDemo runs the
@@ -16,39 +16,15 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// demoOutput runs the demo with its standard output captured.
-func demoOutput(t *testing.T) string {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	read := make(chan []byte, 1) // buffered: the reader ends even if the demo fails the test
-	go func() {
-		b, _ := io.ReadAll(r)
-		read <- b
-	}()
-	stdout := os.Stdout
-	os.Stdout = w
-	func() {
-		defer func() {
-			os.Stdout = stdout
-			_ = w.Close()
-		}()
-		if err := run(); err != nil {
-			t.Fatal(err)
-		}
-	}()
-	out := <-read
-	_ = r.Close()
-	return string(out)
-}
-
 // TestDemo runs make demo-cqrs's program and checks what it promises: the
 // causation chain of one order, one trace through every hop, and the
 // messages counted by kind.
 func TestDemo(t *testing.T) {
-	text := demoOutput(t)
+	text := testsvc.Stdout(t, func() {
+		if err := run(); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	if !regexp.MustCompile(`order status: placed, correlation ID: [0-9a-f-]{36}\n`).MatchString(text) {
 		t.Errorf("no order status line with a correlation ID:\n%s", text)

@@ -1,12 +1,12 @@
 package main
 
 import (
-	"io"
-	"os"
 	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/cqrs-ddd/watermill-observability/internal/testsvc"
 )
 
 // TestMain fails the tests if a goroutine outlives them; TestDemo runs the
@@ -15,35 +15,9 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// demoOutput runs the demo with its standard output captured.
-func demoOutput(t *testing.T) string {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	read := make(chan []byte, 1) // buffered: the reader ends even if the demo fails the test
-	go func() {
-		b, _ := io.ReadAll(r)
-		read <- b
-	}()
-	stdout := os.Stdout
-	os.Stdout = w
-	func() {
-		defer func() {
-			os.Stdout = stdout
-			_ = w.Close()
-		}()
-		main()
-	}()
-	out := <-read
-	_ = r.Close()
-	return string(out)
-}
-
 // TestDemo runs make demo-hooks's program and checks each step's effect.
 func TestDemo(t *testing.T) {
-	text := demoOutput(t)
+	text := testsvc.Stdout(t, main)
 	for _, want := range []string{
 		"correlation ID: true\n",
 		// The slow step is reported with its correlation ID.
