@@ -156,6 +156,24 @@ func (r *Registry) EnabledPrefix(prefix string) bool {
 	return anyEnabled(st.prefix.lookup(st.regs, prefix, true))
 }
 
+// EnabledPrefixBesides is [Registry.EnabledPrefix] leaving out the hooks
+// registered under name (see [WithName]). A caller that knows those hooks
+// would pass an operation through unchanged, such as a span hook inside a
+// span that already stands for the operation, asks it to skip building the
+// operation when nothing else observes the family.
+func (r *Registry) EnabledPrefixBesides(prefix, name string) bool {
+	st := r.state.Load()
+	if len(st.regs) == 0 {
+		return false
+	}
+	for _, g := range st.prefix.lookup(st.regs, prefix, true).regs {
+		if g.name != name && g.enabled.Load() {
+			return true
+		}
+	}
+	return false
+}
+
 func anyEnabled(e *cacheEntry) bool {
 	for _, g := range e.regs {
 		if g.enabled.Load() {

@@ -614,6 +614,40 @@ func TestEnabledPrefix(t *testing.T) {
 	}
 }
 
+func TestEnabledPrefixBesides(t *testing.T) {
+	r := hooks.NewRegistry()
+	pass := hooks.HookFunc(func(ctx context.Context, op hooks.Operation, next hooks.Next) error { return next(ctx) })
+	if r.EnabledPrefixBesides("consumer.consume.", "span") {
+		t.Error("an empty registry reports a hook")
+	}
+	mustRegister(t, r, pass, hooks.WithName("span"), hooks.WithOperations("consumer.consume.*", "publisher.publish.*"))
+	if !r.EnabledPrefix("consumer.consume.") {
+		t.Fatal("EnabledPrefix does not see the span hook")
+	}
+	if r.EnabledPrefixBesides("consumer.consume.", "span") {
+		t.Error("the hook left out by name is reported")
+	}
+	if !r.EnabledPrefixBesides("consumer.consume.", "other") {
+		t.Error("a hook under another name than the one left out is not reported")
+	}
+	audit := mustRegister(t, r, pass, hooks.WithName("audit"), hooks.WithOperations("consumer.*"))
+	if !r.EnabledPrefixBesides("consumer.consume.", "span") {
+		t.Error("a second hook for the family is not reported")
+	}
+	if r.EnabledPrefixBesides("publisher.publish.", "span") {
+		t.Error("a hook of another family is reported")
+	}
+	audit.SetEnabled(false)
+	if r.EnabledPrefixBesides("consumer.consume.", "span") {
+		t.Error("a disabled hook is reported")
+	}
+	audit.SetEnabled(true)
+	audit.Unregister()
+	if r.EnabledPrefixBesides("consumer.consume.", "span") {
+		t.Error("an unregistered hook is reported")
+	}
+}
+
 func TestRegistry_context_and_default(t *testing.T) {
 	local := hooks.NewRegistry()
 	var localCalls, defaultCalls atomic.Int32

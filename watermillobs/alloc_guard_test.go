@@ -33,31 +33,7 @@ func TestAllocs_readme_setup(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates; make test runs this pin without -race")
 	}
-	res := testing.Benchmark(func(b *testing.B) {
-		var metrics *promobs.Metrics
-		br := newBenchRouter(b, func(b *testing.B, r *message.Router) {
-			m, err := promobs.New(prometheus.NewRegistry())
-			if err != nil {
-				b.Fatal(err)
-			}
-			metrics = m
-			err = watermillobs.Instrument(r, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{m}},
-				readmeBenchOptions(b)...)
-			if err != nil {
-				b.Fatal(err)
-			}
-		})
-		defer br.stop()
-		br.pub = watermillobs.NewPublisher(metrics.DecoratePublisher(br.pubSub), readmeBenchOptions(b)...)
-		br.publish(b, 100) // warm the caches of the first message
-		runtime.GC()
-		b.ReportAllocs()
-		b.ResetTimer()
-		br.publish(b, b.N)
-	})
-	if res.N == 0 {
-		t.Fatal("the benchmark did not run")
-	}
+	res := readmeAllocs(t, nil)
 	got := res.AllocsPerOp()
 	t.Logf("README setup on gochannel: %d allocs/msg, %d B/msg (budget %d allocs)", got, res.AllocedBytesPerOp(), readmeAllocsPerMessage)
 	if got > readmeAllocsPerMessage {
@@ -71,6 +47,71 @@ func TestAllocs_readme_setup(t *testing.T) {
 	if want := "allocation guard: " + strconv.Itoa(readmeAllocsPerMessage) + " allocs/msg"; !strings.Contains(string(doc), want) {
 		t.Errorf("BENCHMARKS.md does not record %q", want)
 	}
+}
+
+// TestAllocs_default_hook_profile fails when installing the default
+// framework hook profile makes the README setup allocate per message: its
+// span hook covers publisher.publish.* and consumer.consume.*, whose send
+// and process spans already stand for those operations, so the publisher
+// and ConsumeHooks must not build them for it.
+func TestAllocs_default_hook_profile(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates; make test runs this pin without -race")
+	}
+	without := readmeAllocs(t, nil).AllocsPerOp()
+	var spanHooks int
+	with := readmeAllocs(t, func(b *testing.B, reg *hooks.Registry) {
+		g, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: reg, TracerProvider: benchTracerProvider(b)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(g.Unregister)
+		spanHooks = len(reg.Registrations())
+	}).AllocsPerOp()
+	t.Logf("README setup on gochannel: %d allocs/msg without the default hook profile, %d with it", without, with)
+	if spanHooks != 1 {
+		t.Fatalf("%d registrations, want the span hook", spanHooks)
+	}
+	if with > without {
+		t.Errorf("the default hook profile adds %d allocs/msg to the README setup; its span hook has nothing to do inside the send and process spans", with-without)
+	}
+}
+
+// readmeAllocs runs the README setup on gochannel, with install run on its
+// hook registry first when given, and returns the benchmark's result.
+func readmeAllocs(t *testing.T, install func(b *testing.B, reg *hooks.Registry)) testing.BenchmarkResult {
+	t.Helper()
+	res := testing.Benchmark(func(b *testing.B) {
+		var metrics *promobs.Metrics
+		opts := readmeBenchOptions(b)
+		if install != nil {
+			reg := hooks.NewRegistry()
+			opts = append(opts, watermillobs.WithHookRegistry(reg))
+			install(b, reg)
+		}
+		br := newBenchRouter(b, func(b *testing.B, r *message.Router) {
+			m, err := promobs.New(prometheus.NewRegistry())
+			if err != nil {
+				b.Fatal(err)
+			}
+			metrics = m
+			err = watermillobs.Instrument(r, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{m}}, opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+		})
+		defer br.stop()
+		br.pub = watermillobs.NewPublisher(metrics.DecoratePublisher(br.pubSub), opts...)
+		br.publish(b, 100) // warm the caches of the first message
+		runtime.GC()
+		b.ReportAllocs()
+		b.ResetTimer()
+		br.publish(b, b.N)
+	})
+	if res.N == 0 {
+		t.Fatal("the benchmark did not run")
+	}
+	return res
 }
 
 func readmeBenchOptions(b *testing.B) []watermillobs.Option {

@@ -37,8 +37,10 @@ const consumeOpPrefix = "consumer.consume."
 //
 // Inside the process span of [Tracing], the span hook of
 // [InstallFrameworkHooks] opens no second span for the operation: the
-// process span already stands for the message's handling. Without
-// [Tracing], the span hook's span is the only one.
+// process span already stands for the message's handling. When that hook is
+// the only one enabled for the family, the handler is then called directly,
+// as if nothing observed it. Without [Tracing], the span hook's span is the
+// only one.
 //
 // The handler runs with the context the hooks pass on: the middleware sets
 // it with msg.SetContext, so a span started by a hook is the parent of the
@@ -68,7 +70,7 @@ type consumeHooks struct {
 func (m *consumeHooks) middleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		reg := registryOr(m.registry, msg.Context())
-		if !reg.EnabledPrefix(consumeOpPrefix) {
+		if !observedBesidesSpanHook(msg.Context(), reg, consumeOpPrefix) {
 			return h(msg)
 		}
 		return m.run(reg, msg, h)

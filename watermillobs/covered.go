@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/cqrs-ddd/watermill-observability/hooks"
 )
 
 // coveredKey marks, in the context a hook operation runs with, that a
@@ -28,6 +30,22 @@ func withCoverage(ctx context.Context, op string) context.Context {
 		return ctx
 	}
 	return context.WithValue(ctx, coveredKey{}, coverage{op: op, span: sc.SpanID()})
+}
+
+// observedBesidesSpanHook reports whether an operation of the family prefix,
+// run in ctx, would be observed by more than the framework span hook. When
+// a local span is active, withCoverage will mark the operation covered and
+// the span hook would pass it through, so the caller need not build it
+// unless another hook is enabled for the family.
+func observedBesidesSpanHook(ctx context.Context, reg *hooks.Registry, prefix string) bool {
+	if !reg.EnabledPrefix(prefix) {
+		return false
+	}
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() || sc.IsRemote() {
+		return true
+	}
+	return reg.EnabledPrefixBesides(prefix, FrameworkHookName)
 }
 
 // covered reports whether a transport span already covers op in ctx.

@@ -47,7 +47,10 @@ var DefaultFrameworkTraceOperations = []string{
 }
 
 // FrameworkHookName is the name under which [InstallFrameworkHooks]
-// registers its span hook (see [hooks.Registration.Name]).
+// registers its span hook (see [hooks.Registration.Name]). [ConsumeHooks]
+// and [Publisher] skip building their operation when a hook of this name is
+// the only one enabled for it and their own span covers it, so register no
+// other hook under this name.
 const FrameworkHookName = "watermillobs.span"
 
 // FrameworkHooksConfig configures [InstallFrameworkHooks]. The zero value

@@ -157,7 +157,7 @@ func (p *Publisher) publish(topic string, msgs []*message.Message, first *messag
 		ctx = first.Context()
 	}
 	reg := registryOr(p.registry, ctx)
-	if !reg.EnabledPrefix(publishOperationPrefix) {
+	if !observedBesidesSpanHook(ctx, reg, publishOperationPrefix) {
 		return p.pub.Publish(topic, msgs...)
 	}
 	dest, _ := contract.Destination(p.template, topic, first)
