@@ -92,9 +92,19 @@ func (br *benchRouter) publish(b *testing.B, n int) {
 	br.wg.Wait()
 }
 
-func benchmarkRouter(b *testing.B, setup func(b *testing.B, r *message.Router)) {
+func benchmarkRouter(b *testing.B, v routerVariant) {
+	setup := v.setup
+	var decorate func(message.Publisher) message.Publisher
+	if v.producer != nil {
+		setup = func(b *testing.B, r *message.Router) { decorate = v.producer(b, r) }
+	}
 	br := newBenchRouter(b, setup)
 	defer br.stop()
+	if decorate != nil {
+		// The producer writes the contract's metadata itself.
+		br.md = nil
+		br.pub = decorate(br.pubSub)
+	}
 	// Start every variant from a collected heap, so that garbage of the
 	// variants before it is not billed to it.
 	runtime.GC()
@@ -188,17 +198,33 @@ func propagatingSpan(tp *sdktrace.TracerProvider, handlerName bool) message.Hand
 	}
 }
 
-// routerVariants are the variants of the router benchmarks, in the order
-// they are reported.
-var routerVariants = []struct {
+// routerVariant is one variant of the router benchmarks: what it installs
+// on the router and, when producer is set, the publisher the messages go
+// through, which then writes the contract's metadata instead of the
+// harness.
+type routerVariant struct {
 	name  string
 	setup func(b *testing.B, r *message.Router)
-}{
-	{"bare", func(*testing.B, *message.Router) {}},
-	{"watermill_metrics", func(b *testing.B, r *message.Router) {
+	// producer, when set, replaces setup: it installs the variant on the
+	// router and returns the decorator of the publisher that the messages
+	// go through, which writes the contract's metadata instead of the
+	// harness.
+	producer func(b *testing.B, r *message.Router) func(message.Publisher) message.Publisher
+}
+
+// routerVariants are the variants of the router benchmarks, in the order
+// they are reported.
+var routerVariants = []routerVariant{
+	{name: "bare", setup: func(*testing.B, *message.Router) {}},
+	// Plain Watermill: no metadata at all, the baseline of the README
+	// setup, whose producer writes the metadata itself.
+	{name: "bare_plain", producer: func(*testing.B, *message.Router) func(message.Publisher) message.Publisher {
+		return func(pub message.Publisher) message.Publisher { return pub }
+	}},
+	{name: "watermill_metrics", setup: func(b *testing.B, r *message.Router) {
 		metrics.NewPrometheusMetricsBuilder(prometheus.NewRegistry(), "", "").AddPrometheusRouterMetrics(r)
 	}},
-	{"promobs", func(b *testing.B, r *message.Router) {
+	{name: "promobs", setup: func(b *testing.B, r *message.Router) {
 		m, err := promobs.New(prometheus.NewRegistry())
 		if err != nil {
 			b.Fatal(err)
@@ -206,22 +232,22 @@ var routerVariants = []struct {
 		r.AddMiddleware(m.HandlerMiddleware())
 		r.AddPublisherDecorators(m.PublisherDecorator())
 	}},
-	{"minimal_span", func(b *testing.B, r *message.Router) {
+	{name: "minimal_span", setup: func(b *testing.B, r *message.Router) {
 		r.AddMiddleware(minimalSpan(benchTracerProvider(b)))
 	}},
-	{"propagating_span", func(b *testing.B, r *message.Router) {
+	{name: "propagating_span", setup: func(b *testing.B, r *message.Router) {
 		r.AddMiddleware(propagatingSpan(benchTracerProvider(b), true))
 	}},
-	{"propagating_span_design", func(b *testing.B, r *message.Router) {
+	{name: "propagating_span_design", setup: func(b *testing.B, r *message.Router) {
 		r.AddMiddleware(propagatingSpan(benchTracerProvider(b), false))
 	}},
-	{"tracing", func(b *testing.B, r *message.Router) {
+	{name: "tracing", setup: func(b *testing.B, r *message.Router) {
 		r.AddMiddleware(watermillobs.Tracing(watermillobs.TracingConfig{}, watermillobs.WithTracerProvider(benchTracerProvider(b)), watermillobs.WithPropagators(w3c)))
 	}},
-	{"consume_hooks_unobserved", func(b *testing.B, r *message.Router) {
+	{name: "consume_hooks_unobserved", setup: func(b *testing.B, r *message.Router) {
 		r.AddMiddleware(watermillobs.ConsumeHooks(watermillobs.WithHookRegistry(hooks.NewRegistry())))
 	}},
-	{"full_set", func(b *testing.B, r *message.Router) {
+	{name: "full_set", setup: func(b *testing.B, r *message.Router) {
 		m, err := promobs.New(prometheus.NewRegistry())
 		if err != nil {
 			b.Fatal(err)
@@ -236,13 +262,41 @@ var routerVariants = []struct {
 			b.Fatal(err)
 		}
 	}},
+	// The README setup, as TestAllocs_readme_setup runs it: Instrument with
+	// the promobs backend on the router, the publisher through the metrics
+	// decorator and NewPublisher. Compare it with bare_plain.
+	{name: "readme", producer: func(b *testing.B, r *message.Router) func(message.Publisher) message.Publisher {
+		m, err := promobs.New(prometheus.NewRegistry())
+		if err != nil {
+			b.Fatal(err)
+		}
+		opts := readmeBenchOptions(b)
+		err = watermillobs.Instrument(r, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{m}}, opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return func(pub message.Publisher) message.Publisher {
+			return watermillobs.NewPublisher(m.DecoratePublisher(pub), opts...)
+		}
+	}},
+	// The README setup written by hand with nothing of this module: the
+	// floor of the Redis harness (floorTelemetry) on gochannel.
+	{name: "readme_floor", producer: func(b *testing.B, r *message.Router) func(message.Publisher) message.Publisher {
+		tel := &benchTelemetry{
+			tp:     benchTracerProvider(b),
+			logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		}
+		floor := newFloorTelemetry(tel, "bench")
+		r.AddMiddleware(floor.middleware)
+		return func(pub message.Publisher) message.Publisher { return floorPublisher{pub: pub, tel: floor} }
+	}},
 }
 
 // BenchmarkRouter runs each variant on its own; run it with
 // scripts/bench-isolated.sh, which starts a process per variant.
 func BenchmarkRouter(b *testing.B) {
 	for _, v := range routerVariants {
-		b.Run(v.name, func(b *testing.B) { benchmarkRouter(b, v.setup) })
+		b.Run(v.name, func(b *testing.B) { benchmarkRouter(b, v) })
 	}
 }
 
