@@ -266,18 +266,17 @@ var routerVariants = []routerVariant{
 	// the promobs backend on the router, the publisher through the metrics
 	// decorator and NewPublisher. Compare it with bare_plain.
 	{name: "readme", producer: func(b *testing.B, r *message.Router) func(message.Publisher) message.Publisher {
-		m, err := promobs.New(prometheus.NewRegistry())
+		return readmeSetup(b, r, readmeBenchOptions(b))
+	}},
+	// The same with the default framework hook profile installed.
+	{name: "readme_default_hooks", producer: func(b *testing.B, r *message.Router) func(message.Publisher) message.Publisher {
+		reg := hooks.NewRegistry()
+		g, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: reg, TracerProvider: benchTracerProvider(b)})
 		if err != nil {
 			b.Fatal(err)
 		}
-		opts := readmeBenchOptions(b)
-		err = watermillobs.Instrument(r, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{m}}, opts...)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return func(pub message.Publisher) message.Publisher {
-			return watermillobs.NewPublisher(m.DecoratePublisher(pub), opts...)
-		}
+		b.Cleanup(g.Unregister)
+		return readmeSetup(b, r, append(readmeBenchOptions(b), watermillobs.WithHookRegistry(reg)))
 	}},
 	// The README setup written by hand with nothing of this module: the
 	// floor of the Redis harness (floorTelemetry) on gochannel.
@@ -290,6 +289,22 @@ var routerVariants = []routerVariant{
 		r.AddMiddleware(floor.middleware)
 		return func(pub message.Publisher) message.Publisher { return floorPublisher{pub: pub, tel: floor} }
 	}},
+}
+
+// readmeSetup installs the README setup on r with opts and returns the
+// decorator of its publisher.
+func readmeSetup(b *testing.B, r *message.Router, opts []watermillobs.Option) func(message.Publisher) message.Publisher {
+	m, err := promobs.New(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	err = watermillobs.Instrument(r, watermillobs.InstrumentConfig{Backends: []watermillobs.Backend{m}}, opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return func(pub message.Publisher) message.Publisher {
+		return watermillobs.NewPublisher(m.DecoratePublisher(pub), opts...)
+	}
 }
 
 // BenchmarkRouter runs each variant on its own; run it with
