@@ -110,20 +110,29 @@ bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem $(PKG)
 
 # The Redis Streams harness (BENCHMARKS.md, "on Redis Streams"): rounds, and
-# messages per variant and round; the machine's two cores (CPU=2).
+# messages per variant and round; the machine's two cores (CPU=2). One run
+# interleaves every variant: BenchmarkRedisStream's (REDIS_VARIANTS), with
+# consumers in the benchmark's process (*_consumers_N) or each in a process
+# of its own (*_processes_N), and the cqrsbus command path
+# (CQRS_REDIS_VARIANTS, reported as cqrsbus.NAME; THROUGHPUT's "all"
+# compares them with cqrsbus.plain).
 BENCH_REDIS_ROUNDS ?= 15
 BENCH_REDIS_N ?= 3000x
 REDIS_VARIANTS ?= bare bare_contract_by_hand correlation tracing logging promobs consume_hooks publisher \
 	readme readme_default_hooks readme_payload readme_floor \
-	bare_consumers_2 readme_consumers_2 bare_consumers_4 readme_consumers_4
-REDIS_PAIRS ?= all readme/readme_floor readme_consumers_2/bare_consumers_2 readme_consumers_4/bare_consumers_4
+	bare_consumers_2 readme_consumers_2 bare_consumers_4 readme_consumers_4 \
+	bare_processes_1 readme_processes_1 bare_processes_2 readme_processes_2 bare_processes_4 readme_processes_4
+CQRS_REDIS_VARIANTS ?= ./cqrsbus:BenchmarkRedisCommand/plain ./cqrsbus:BenchmarkRedisCommand/plain_making_contract \
+	./cqrsbus:BenchmarkRedisCommand/full
+REDIS_PAIRS ?= all readme/readme_floor readme_consumers_2/bare_consumers_2 readme_consumers_4/bare_consumers_4 \
+	readme_processes_1/bare_processes_1 readme_processes_2/bare_processes_2 readme_processes_4/bare_processes_4 \
+	bare_processes_2/bare_processes_1 bare_processes_4/bare_processes_1 \
+	readme_processes_2/readme_processes_1 readme_processes_4/readme_processes_1
 
 bench-redis:
 	bash scripts/test-services.sh
 	THROUGHPUT="$(REDIS_PAIRS)" CPU=2 bash scripts/bench-isolated.sh ./watermillobs BenchmarkRedisStream \
-		$(BENCH_REDIS_ROUNDS) $(BENCH_REDIS_N) $(REDIS_VARIANTS)
-	THROUGHPUT=all CPU=2 bash scripts/bench-isolated.sh ./cqrsbus BenchmarkRedisCommand \
-		$(BENCH_REDIS_ROUNDS) $(BENCH_REDIS_N) plain plain_making_contract full
+		$(BENCH_REDIS_ROUNDS) $(BENCH_REDIS_N) $(REDIS_VARIANTS) $(CQRS_REDIS_VARIANTS)
 
 lint:
 	@unformatted="$$(gofmt -l .)" || { echo "gofmt failed" >&2; exit 1; }; \

@@ -6,43 +6,96 @@
 #
 #   scripts/bench-isolated.sh PKG BENCH ROUNDS BENCHTIME VARIANT...
 #
+# A VARIANT is the NAME of a sub-benchmark of BENCH in PKG (BENCH/NAME), or
+# OTHERPKG:OTHERBENCH/NAME, a sub-benchmark of another benchmark, of PKG or
+# of another package: ./cqrsbus:BenchmarkRedisCommand/plain. The script
+# builds one test binary per package and runs every variant in the same
+# interleaved rounds. A variant of the first form is reported as NAME; one
+# of the second form as P.NAME, P the last element of OTHERPKG's import
+# path (cqrsbus.plain). That label is how RATIOS and THROUGHPUT name it
+# (THROUGHPUT="cqrsbus.full/cqrsbus.plain"), so a label has no '/' and two
+# variants may not share one. The variants of one benchmark of one package
+# are a group; the first variant of a group is its base.
+#
 # RATIOS="a/b c/d" prints, for each pair, the overhead ratio
-# (a - base) / (b - base), where base is the first VARIANT: once from the
-# per-variant medians and once as the median of the per-round ratios. Rounds
-# alternate the variant order (forward, then backward), so that a machine
-# that speeds up or slows down during a round does not favour one variant;
-# the per-round ratio pairs runs made seconds apart and is the figure to
-# trust on a noisy machine. Raw `go test` output is kept in $BENCH_OUT
-# (default: a temporary file) for benchstat.
+# (a - base) / (b - base), where base is the base of a's group (with one
+# benchmark: the first VARIANT): once from the per-variant medians and once
+# as the median of the per-round ratios. Rounds alternate the variant order
+# (forward, then backward), so that a machine that speeds up or slows down
+# during a round does not favour one variant; the per-round ratio pairs
+# runs made seconds apart and is the figure to trust on a noisy machine.
+# Raw `go test` output is kept in $BENCH_OUT (default: a temporary file)
+# for benchstat. The "overhead ns" column is each variant's median less
+# that of its group's base.
 #
 # THROUGHPUT="a/b c/d" prints, for each pair, the throughput of a relative
 # to b (time per op of b over that of a) from the medians, and the median
 # of the per-round ratios with its 95% confidence interval (distribution
 # free: order statistics of the per-round ratios). THROUGHPUT=all compares
-# every variant with the first; "all a/b ..." adds pairs to that.
+# every variant with the base of its group (with one benchmark: with the
+# first); "all a/b ..." adds pairs to that.
 #
 # CPU sets -test.cpu (GOMAXPROCS of the benchmark), default 1.
 set -euo pipefail
 
 pkg=$1 bench=$2 rounds=$3 benchtime=$4
 shift 4
-variants=("$@")
 out=${BENCH_OUT:-$(mktemp)}
-bin=$(mktemp)
-trap 'rm -f "$bin"' EXIT
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 
-go test -c -o "$bin" "$pkg"
-: >"$out"
-for ((r = 1; r <= rounds; r++)); do
-	order=("${variants[@]}")
-	if ((r % 2 == 0)); then
-		order=()
-		for ((i = ${#variants[@]} - 1; i >= 0; i--)); do order+=("${variants[i]}"); done
+# Per package (as given): its test binary, directory and import path.
+declare -A bins dirs ipaths
+nbins=0
+addpkg() {
+	if [[ -n ${bins[$1]:-} ]]; then return; fi
+	bins[$1]=$tmp/bin$((nbins++))
+	go test -c -o "${bins[$1]}" "$1"
+	dirs[$1]=$(go list -f '{{.Dir}}' "$1")
+	ipaths[$1]=$(go list -f '{{.ImportPath}}' "$1")
+}
+addpkg "$pkg"
+
+# Per variant: label, package, benchmark, sub-benchmark name, group base.
+labels=() vpkgs=() vbenches=() vnames=() bases=()
+declare -A seen groupbase
+for a in "$@"; do
+	if [[ $a == *:* ]]; then
+		p=${a%%:*} rest=${a#*:}
+		if [[ $rest != */* || -z ${rest%%/*} || -z ${rest#*/} || -z $p ]]; then
+			echo "bench-isolated.sh: variant $a: want NAME or PKG:BENCH/NAME" >&2
+			exit 2
+		fi
+		addpkg "$p"
+		b=${rest%%/*} name=${rest#*/}
+		label=${ipaths[$p]##*/}.$name
+	else
+		p=$pkg b=$bench name=$a label=$a
 	fi
-	for v in "${order[@]}"; do
-		(cd "$(go list -f '{{.Dir}}' "$pkg")" && "$bin" -test.run '^$' -test.bench "^${bench}/${v}\$" \
-			-test.benchmem -test.cpu "${CPU:-1}" -test.benchtime "$benchtime" -test.count 1) |
-			grep "^${bench}/" >>"$out"
+	if [[ $label == */* || -n ${seen[$label]:-} ]]; then
+		echo "bench-isolated.sh: variant $a: its label $label has a '/' or is another variant's" >&2
+		exit 2
+	fi
+	seen[$label]=1
+	group="${ipaths[$p]} $b"
+	[[ -n ${groupbase[$group]:-} ]] || groupbase[$group]=$label
+	labels+=("$label") vpkgs+=("$p") vbenches+=("$b") vnames+=("$name") bases+=("${groupbase[$group]}")
+done
+
+# $tmp/results: each result line of $out, after the label of its variant.
+: >"$out"
+: >"$tmp/results"
+nv=${#labels[@]}
+for ((r = 1; r <= rounds; r++)); do
+	for ((j = 0; j < nv; j++)); do
+		i=$j
+		if ((r % 2 == 0)); then i=$((nv - 1 - j)); fi
+		p=${vpkgs[i]} b=${vbenches[i]}
+		lines=$(cd "${dirs[$p]}" && "${bins[$p]}" -test.run '^$' -test.bench "^${b}/${vnames[i]}\$" \
+			-test.benchmem -test.cpu "${CPU:-1}" -test.benchtime "$benchtime" -test.count 1 |
+			grep "^${b}/")
+		printf '%s\n' "$lines" >>"$out"
+		printf '%s\n' "$lines" | awk -v l="${labels[i]}" '{ print l, $0 }' >>"$tmp/results"
 	done
 done
 
@@ -51,19 +104,26 @@ tpairs=${THROUGHPUT:-}
 if [[ $tpairs == all || $tpairs == "all "* ]]; then
 	extra=${tpairs#all}
 	tpairs=""
-	for v in "${variants[@]:1}"; do tpairs+="$v/${variants[0]} "; done
+	for ((i = 0; i < nv; i++)); do
+		[[ ${labels[i]} == "${bases[i]}" ]] || tpairs+="${labels[i]}/${bases[i]} "
+	done
 	tpairs+=$extra
 fi
-awk -v base="${variants[0]}" -v ratios="${RATIOS:-}" -v tpairs="$tpairs" '
+awk -v labels="${labels[*]}" -v bases="${bases[*]}" -v ratios="${RATIOS:-}" -v tpairs="$tpairs" '
+	BEGIN {
+		k = split(labels, order, " ")
+		split(bases, bs, " ")
+		w = 28
+		for (i = 1; i <= k; i++) { gb[order[i]] = bs[i]; if (length(order[i]) > w) w = length(order[i]) }
+	}
 	{
-		split($1, p, "/"); v = p[2]; sub(/-[0-9]+$/, "", v)
+		v = $1
 		n[v]++
-		for (f = 3; f < NF; f++) {
+		for (f = 4; f < NF; f++) {
 			if ($(f + 1) == "ns/op") t[v, n[v]] = $f
 			if ($(f + 1) == "B/op") b[v] = $f
 			if ($(f + 1) == "allocs/op") a[v] = $f
 		}
-		if (!(v in seen)) { seen[v] = 1; order[++k] = v }
 	}
 	function median(v,   i, j, x, m, s) {
 		m = n[v]
@@ -72,14 +132,15 @@ awk -v base="${variants[0]}" -v ratios="${RATIOS:-}" -v tpairs="$tpairs" '
 		return m % 2 ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2
 	}
 	END {
-		printf "%-28s %12s %12s %10s %10s\n", "variant", "median ns/op", "overhead ns", "B/op", "allocs/op"
+		printf "%-" w "s %12s %12s %10s %10s\n", "variant", "median ns/op", "overhead ns", "B/op", "allocs/op"
 		for (i = 1; i <= k; i++) {
 			v = order[i]; med[v] = median(v)
-			printf "%-28s %12.0f %12.0f %10s %10s\n", v, med[v], med[v] - med[base], b[v], a[v]
+			printf "%-" w "s %12.0f %12.0f %10s %10s\n", v, med[v], med[v] - med[gb[v]], b[v], a[v]
 		}
 		m = split(ratios, rs, " ")
 		for (i = 1; i <= m; i++) {
 			split(rs[i], q, "/")
+			base = gb[q[1]]
 			delete s
 			c = 0
 			for (r = 1; r <= n[base] && r <= n[q[1]] && r <= n[q[2]]; r++) {
@@ -94,7 +155,7 @@ awk -v base="${variants[0]}" -v ratios="${RATIOS:-}" -v tpairs="$tpairs" '
 		}
 		m = split(tpairs, ps, " ")
 		if (m > 0) {
-			printf "\n%-28s %10s %10s %10s %9s %9s %9s %17s\n", "throughput", "vs", "us/msg", "msgs/s", "allocs", "medians", "rounds", "95% CI"
+			printf "\n%-" w "s %10s %10s %10s %9s %9s %9s %17s\n", "throughput", "vs", "us/msg", "msgs/s", "allocs", "medians", "rounds", "95% CI"
 		}
 		for (i = 1; i <= m; i++) {
 			split(ps[i], q, "/")
@@ -108,6 +169,6 @@ awk -v base="${variants[0]}" -v ratios="${RATIOS:-}" -v tpairs="$tpairs" '
 			k = 0; cum = 0; pk = 0.5 ^ c
 			for (j = 0; j < c; j++) { cum += pk; if (cum > 0.025) break; k = j + 1; pk = pk * (c - j) / (j + 1) }
 			ci = k >= 1 ? sprintf("[%.3f, %.3f]", s[k], s[c - k + 1]) : "n/a (too few)"
-			printf "%-28s %10s %10.1f %10.0f %9s %9.3f %9.3f %17s\n", q[1], q[2], med[q[1]] / 1000, 1e9 / med[q[1]], a[q[1]], med[q[2]] / med[q[1]], pr, ci
+			printf "%-" w "s %10s %10.1f %10.0f %9s %9.3f %9.3f %17s\n", q[1], q[2], med[q[1]] / 1000, 1e9 / med[q[1]], a[q[1]], med[q[2]] / med[q[1]], pr, ci
 		}
-	}' "$out"
+	}' "$tmp/results"

@@ -1,11 +1,16 @@
 package watermillobs_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +19,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -39,6 +45,18 @@ import (
 // and a fresh Prometheus registry. Run the variants with make bench-redis
 // (scripts/bench-isolated.sh: each in its own process, in interleaved
 // rounds).
+//
+// The scaling table has two forms. The *_consumers_N variants run N
+// subscribers of the group in the benchmark's process; the
+// *_processes_N variants run each consumer in a process of its own: the
+// benchmark's process is then the producer alone, and re-executes its test
+// binary N times as BenchmarkRedisConsumerProcess (redisConsumerEnv names
+// the variant, the stream and the consumer), each a router with one
+// subscriber of the group, set up as the variant says, with telemetry of
+// its own. The parent cannot count handler calls in other processes: it
+// polls XINFO GROUPS (every ackPoll, once its messages are published)
+// until the group has read every message published and has none pending,
+// the same for every variant. Its allocs/op are the producer's only.
 
 // redisBench is one benchmark's stream, consumers and producer.
 type redisBench struct {
@@ -48,6 +66,12 @@ type redisBench struct {
 	md      message.Metadata
 	payload []byte
 	wg      sync.WaitGroup
+
+	// The consumers of a *_processes_N variant, the client that polls
+	// their group, and the number of messages published so far.
+	procs  []*consumerProcess
+	groups *redis.Client
+	sent   int
 }
 
 // benchTelemetry is the pinned telemetry setup of a variant.
@@ -106,6 +130,9 @@ func (t *benchTelemetry) readmePublisher(pub message.Publisher) message.Publishe
 type redisVariant struct {
 	name      string
 	consumers int
+	// processes, when set, runs that many consumers, each in a process of
+	// its own (BenchmarkRedisConsumerProcess), with router as their setup.
+	processes int
 	// byHand writes the contract's metadata on each message by hand, as an
 	// uninstrumented producer that follows the contract would.
 	byHand bool
@@ -154,6 +181,22 @@ var redisVariants = []redisVariant{
 	{name: "bare_consumers_4", consumers: 4},
 	{name: "readme_consumers_2", consumers: 2, router: readmeRouter, publisher: readmePublisher},
 	{name: "readme_consumers_4", consumers: 4, router: readmeRouter, publisher: readmePublisher},
+	// The same with each consumer a process of its own.
+	{name: "bare_processes_1", processes: 1},
+	{name: "bare_processes_2", processes: 2},
+	{name: "bare_processes_4", processes: 4},
+	{name: "readme_processes_1", processes: 1, router: readmeRouter, publisher: readmePublisher},
+	{name: "readme_processes_2", processes: 2, router: readmeRouter, publisher: readmePublisher},
+	{name: "readme_processes_4", processes: 4, router: readmeRouter, publisher: readmePublisher},
+}
+
+func lookupRedisVariant(name string) (redisVariant, bool) {
+	for _, v := range redisVariants {
+		if v.name == name {
+			return v, true
+		}
+	}
+	return redisVariant{}, false
 }
 
 func readmeRouter(b *testing.B, t *benchTelemetry, r *message.Router) { t.readme(b, r, nil) }
@@ -180,6 +223,17 @@ func newRedisBench(b *testing.B, v redisVariant) *redisBench {
 	var pub message.Publisher = testsvc.RedisPublisher(b)
 	if v.publisher != nil {
 		pub = v.publisher(rb.tel, pub)
+	}
+	if v.processes > 0 {
+		rb.pub = pub
+		rb.groups = testsvc.Redis(b)
+		for i := range v.processes {
+			rb.procs = append(rb.procs, startConsumerProcess(b, v.name, rb.topic, "consumer-"+strconv.Itoa(i)))
+		}
+		for i, p := range rb.procs {
+			p.waitReady(b, i)
+		}
+		return rb
 	}
 	r := testsvc.NewRouter(b)
 	if v.floor {
@@ -221,19 +275,231 @@ func redisConsumer(b *testing.B, group, consumer string) *redisstream.Subscriber
 }
 
 // publish publishes n messages, one Publish call each, and waits until all
-// are handled.
+// are handled (acked, for consumer processes).
 func (rb *redisBench) publish(b *testing.B, n int) {
+	counted := rb.procs == nil
 	for range n {
 		msg := message.NewMessage(watermill.NewUUID(), rb.payload)
 		for k, v := range rb.md {
 			msg.Metadata[k] = v
 		}
-		rb.wg.Add(1)
+		if counted {
+			rb.wg.Add(1)
+		}
 		if err := rb.pub.Publish(rb.topic, msg); err != nil {
 			b.Fatal(err)
 		}
 	}
-	rb.wg.Wait()
+	rb.sent += n
+	if counted {
+		rb.wg.Wait()
+	} else {
+		rb.waitAcked(b)
+	}
+}
+
+// warmUp publishes the message that warms every client before the timer
+// starts: one, or with consumer processes one at a time until each process
+// has handled one (Redis serves the blocked readers of a group in turn, so
+// that takes about one per process).
+func (rb *redisBench) warmUp(b *testing.B) {
+	if rb.procs == nil {
+		rb.publish(b, 1)
+		return
+	}
+	for i := 0; ; i++ {
+		cold := 0
+		for _, p := range rb.procs {
+			select {
+			case <-p.warm:
+			default:
+				cold++
+			}
+		}
+		if cold == 0 {
+			return
+		}
+		if i == 100*len(rb.procs) {
+			b.Fatalf("%d of %d consumer processes handled none of %d warm-up messages", cold, len(rb.procs), i)
+		}
+		rb.publish(b, 1)
+	}
+}
+
+// ackPoll is how often the producer of consumer processes asks Redis
+// whether its messages are acked.
+const ackPoll = 500 * time.Microsecond
+
+// ackTimeout bounds the wait for the acks of consumer processes.
+const ackTimeout = time.Minute
+
+// waitAcked polls XINFO GROUPS until the group has read all rb.sent
+// messages and has none pending: every message was delivered and acked.
+func (rb *redisBench) waitAcked(b *testing.B) {
+	ctx := context.Background()
+	deadline := time.Now().Add(ackTimeout)
+	for {
+		groups, err := rb.groups.XInfoGroups(ctx, rb.topic).Result()
+		if err != nil {
+			b.Fatalf("XINFO GROUPS %s: %v", rb.topic, err)
+		}
+		for _, g := range groups {
+			if g.Name == "bench" && g.EntriesRead >= int64(rb.sent) && g.Pending == 0 {
+				return
+			}
+		}
+		for i, p := range rb.procs {
+			select {
+			case <-p.exited:
+				p.fatalExited(b, i, "while consuming")
+			default:
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d messages not all acked after %s: XINFO GROUPS %s = %+v", rb.sent, ackTimeout, rb.topic, groups)
+		}
+		time.Sleep(ackPoll)
+	}
+}
+
+// redisConsumerEnv, when set, makes BenchmarkRedisConsumerProcess a
+// consumer process of a *_processes_N variant instead of a skipped
+// benchmark. Its value is "variant,stream,consumer".
+const redisConsumerEnv = "WMOBS_REDIS_BENCH_CONSUMER"
+
+// consumerProcess is a consumer of a *_processes_N variant: the test
+// binary, run again as BenchmarkRedisConsumerProcess. It reports "ready"
+// and "warm" on its file descriptor 3, and exits when its stdin ends (when
+// the parent closes it or dies).
+type consumerProcess struct {
+	cmd *exec.Cmd
+	out bytes.Buffer // its stdout and stderr; read after cmd.Wait
+	// ready and warm are closed when it reports so; exited when its
+	// report pipe ends, that is when it exited.
+	ready, warm, exited chan struct{}
+}
+
+// consumerStartTimeout bounds the start of a consumer process.
+const consumerStartTimeout = 30 * time.Second
+
+// startConsumerProcess starts a consumer process of variant on stream in
+// group "bench" as consumer, with the GOMAXPROCS of this process
+// (-test.cpu), and kills it and waits for it when the benchmark ends.
+func startConsumerProcess(b *testing.B, variant, stream, consumer string) *consumerProcess {
+	b.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	reports, w, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := &consumerProcess{ready: make(chan struct{}), warm: make(chan struct{}), exited: make(chan struct{})}
+	p.cmd = exec.Command(exe, "-test.run=^$", "-test.bench=^BenchmarkRedisConsumerProcess$",
+		"-test.benchtime=1x", "-test.cpu="+strconv.Itoa(runtime.GOMAXPROCS(0)))
+	p.cmd.Env = append(os.Environ(), redisConsumerEnv+"="+strings.Join([]string{variant, stream, consumer}, ","))
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	p.cmd.ExtraFiles = []*os.File{w}
+	stdin, err := p.cmd.StdinPipe()
+	if err == nil {
+		err = p.cmd.Start()
+	}
+	_ = w.Close()
+	if err != nil {
+		_ = reports.Close()
+		b.Fatalf("starting a consumer process: %v", err)
+	}
+	go p.readReports(reports)
+	b.Cleanup(func() {
+		_ = stdin.Close()
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+		<-p.exited
+	})
+	return p
+}
+
+func (p *consumerProcess) readReports(r *os.File) {
+	defer close(p.exited)
+	defer r.Close()
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var c chan struct{}
+		switch sc.Text() {
+		case "ready":
+			c = p.ready
+		case "warm":
+			c = p.warm
+		default:
+			continue
+		}
+		select {
+		case <-c:
+		default:
+			close(c)
+		}
+	}
+}
+
+// waitReady waits until the process runs its router: it joined the group.
+func (p *consumerProcess) waitReady(b *testing.B, i int) {
+	b.Helper()
+	select {
+	case <-p.ready:
+	case <-p.exited:
+		p.fatalExited(b, i, "before it was ready")
+	case <-time.After(consumerStartTimeout):
+		b.Fatalf("consumer process %d not ready after %s", i, consumerStartTimeout)
+	}
+}
+
+func (p *consumerProcess) fatalExited(b *testing.B, i int, when string) {
+	b.Helper()
+	err := p.cmd.Wait()
+	b.Fatalf("consumer process %d exited %s (%v):\n%s", i, when, err, p.out.String())
+}
+
+// BenchmarkRedisConsumerProcess is a consumer process of BenchmarkRedisStream's
+// *_processes_N variants, which start it with redisConsumerEnv set; without
+// it, it skips. It runs a router with one subscriber of the group, set up as
+// the variant's consumers are, until its stdin ends, and exits then.
+func BenchmarkRedisConsumerProcess(b *testing.B) {
+	spec := os.Getenv(redisConsumerEnv)
+	if spec == "" {
+		b.Skip("a consumer process of BenchmarkRedisStream/*_processes_N, which starts it")
+	}
+	f := strings.Split(spec, ",")
+	var v redisVariant
+	ok := len(f) == 3
+	if ok {
+		v, ok = lookupRedisVariant(f[0])
+	}
+	if !ok {
+		b.Fatalf("%s=%q: want variant,stream,consumer", redisConsumerEnv, spec)
+	}
+	reports := os.NewFile(3, "reports")
+	report := func(s string) {
+		if _, err := reports.WriteString(s + "\n"); err != nil {
+			os.Exit(1) // the parent is gone
+		}
+	}
+	tel := newBenchTelemetry(b)
+	r := testsvc.NewRouter(b)
+	if v.router != nil {
+		v.router(b, tel, r)
+	}
+	var warm sync.Once
+	r.AddConsumerHandler("bench_handler_0", f[1], redisConsumer(b, "bench", f[2]), func(*message.Message) error {
+		warm.Do(func() { report("warm") })
+		return nil
+	})
+	testsvc.RunRouter(b, r)
+	report("ready")
+	// The parent holds the other end of stdin: it ends when the parent
+	// closes it or dies. Nothing of this process matters then.
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	os.Exit(0)
 }
 
 // BenchmarkRedisStream runs each variant on the local Redis. Run it with
@@ -243,8 +509,9 @@ func BenchmarkRedisStream(b *testing.B) {
 		b.Run(v.name, func(b *testing.B) {
 			rb := newRedisBench(b, v)
 			// The consumer group exists once the router runs; a first
-			// message also warms the connections of every client.
-			rb.publish(b, 1)
+			// message (one per consumer process) also warms the
+			// connections of every client.
+			rb.warmUp(b)
 			runtime.GC()
 			b.ReportAllocs()
 			b.ResetTimer()
