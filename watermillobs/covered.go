@@ -25,11 +25,18 @@ type coverage struct {
 // withCoverage returns ctx marked as covering the operation op by the span
 // active in ctx, or ctx unchanged when no local span is active.
 func withCoverage(ctx context.Context, op string) context.Context {
-	sc := trace.SpanContextFromContext(ctx)
-	if !sc.IsValid() || sc.IsRemote() {
+	span, ok := localSpan(ctx)
+	if !ok {
 		return ctx
 	}
-	return context.WithValue(ctx, coveredKey{}, coverage{op: op, span: sc.SpanID()})
+	return context.WithValue(ctx, coveredKey{}, coverage{op: op, span: span})
+}
+
+// localSpan returns the ID of the span active in ctx when it is valid and
+// started in this process: the span that can cover an operation.
+func localSpan(ctx context.Context) (trace.SpanID, bool) {
+	sc := trace.SpanContextFromContext(ctx)
+	return sc.SpanID(), sc.IsValid() && !sc.IsRemote()
 }
 
 // observedBesidesSpanHook reports whether an operation of the family prefix,
@@ -41,8 +48,7 @@ func observedBesidesSpanHook(ctx context.Context, reg *hooks.Registry, prefix st
 	if !reg.EnabledPrefix(prefix) {
 		return false
 	}
-	sc := trace.SpanContextFromContext(ctx)
-	if !sc.IsValid() || sc.IsRemote() {
+	if _, ok := localSpan(ctx); !ok {
 		return true
 	}
 	return reg.EnabledPrefixBesides(prefix, FrameworkHookName)
