@@ -38,6 +38,11 @@ import (
 //     correlation and causation IDs into the handler's context: the least
 //     any implementation of DESIGN.md's contract can do, with nothing of
 //     cqrsbus;
+//   - plain_whole_contract: plain, with hand-written hooks that do all the
+//     contract asks (wholeContract): plain_making_contract plus user values
+//     kept, the causation ID and the trace context through the propagator,
+//     the hop rule and validation of what is read; the same work as
+//     hooks_disabled, with nothing of cqrsbus;
 //   - hooks_disabled: the cqrsbus wrapper, OnSend and OnHandle chained, a
 //     no-op TracerProvider and a registry with no hook (the cost a service
 //     pays with the instrumentation compiled in but nothing observing);
@@ -48,7 +53,7 @@ import (
 //     (correlation, tracing, logging to io.Discard, promobs) on the router
 //     and NewPublisher on the bus's publisher.
 func BenchmarkCommandSendHandle(b *testing.B) {
-	benchmarkCommands(b, false, "plain", "plain_with_contract", "plain_making_contract", "hooks_disabled", "hooks_registered_off", "full")
+	benchmarkCommands(b, false, "plain", "plain_with_contract", "plain_making_contract", "plain_whole_contract", "hooks_disabled", "hooks_registered_off", "full")
 }
 
 // BenchmarkRedisCommand is BenchmarkCommandSendHandle's plain,
@@ -185,6 +190,11 @@ func benchService(b *testing.B, mode string, redis bool) (func(context.Context, 
 			return p.Handler.Handle(ctx, p.Command)
 		}
 	}
+	if mode == "plain_whole_contract" {
+		w := wholeContract{prop: propagator()}
+		cbc.OnSend = w.onSend
+		cpc.OnHandle = w.onHandle
+	}
 	if obs != nil {
 		obs.InstrumentCommandBusConfig(&cbc)
 		obs.InstrumentCommandProcessorConfig(&cpc)
@@ -218,16 +228,15 @@ func benchService(b *testing.B, mode string, redis bool) (func(context.Context, 
 }
 
 // BenchmarkCommandSendHandleInterleaved runs plain, plain_with_contract,
-// plain_making_contract, hooks_disabled and hooks_registered_off in one
-// process, taking turns of a
-// few milliseconds (interleaveWindows windows of benchWindow commands each),
+// plain_making_contract, plain_whole_contract, hooks_disabled and
+// hooks_registered_off in one process, taking turns of a few milliseconds (interleaveWindows windows of benchWindow commands each),
 // and reports each variant's time per command and its overhead over plain. On a machine
 // whose speed drifts over seconds (a shared virtual machine), separate runs
 // compare one variant's fast phase with another's slow one; taking turns
 // gives every variant the same share of every phase. full is left out: its
 // garbage would be collected during the others' turns.
 func BenchmarkCommandSendHandleInterleaved(b *testing.B) {
-	modes := []string{"plain", "plain_with_contract", "plain_making_contract", "hooks_disabled", "hooks_registered_off"}
+	modes := []string{"plain", "plain_with_contract", "plain_making_contract", "plain_whole_contract", "hooks_disabled", "hooks_registered_off"}
 	type service struct {
 		send func(context.Context, any) error
 		done <-chan struct{}

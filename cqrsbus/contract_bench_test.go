@@ -48,6 +48,14 @@ func BenchmarkContractHalves(b *testing.B) {
 			md[contract.PublishedAtKey] = time.Now().UTC().Format(time.RFC3339Nano)
 		}
 	})
+	whole := wholeContract{prop: propagator()}
+	b.Run("send/floor_whole", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			msg := newMsg()
+			_ = whole.onSend(cqrs.CommandBusOnSendParams{CommandName: "PlaceOrder", Message: msg})
+		}
+	})
 	b.Run("send/none", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -83,6 +91,13 @@ func BenchmarkContractHalves(b *testing.B) {
 				CausationID:   p.Message.UUID,
 			})
 			_ = p.Handler.Handle(ctx, p.Command)
+		}
+	})
+	b.Run("handle/floor_whole", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			handled.SetContext(routerCtx)
+			_ = whole.onHandle(params)
 		}
 	})
 	b.Run("handle/none", func(b *testing.B) {

@@ -29,6 +29,12 @@ const (
 	eventHandlerPrefix  = "event.handler."
 )
 
+// The hook operation families a handler call of each processor may run.
+var (
+	commandFamilies = []string{commandHandlePrefix, queryHandlePrefix}
+	eventFamilies   = []string{eventDispatchPrefix, eventHandlerPrefix}
+)
+
 // Attributes of the cqrs.{MessageType} span.
 const (
 	// CommandTypeKey holds the message type (command, query or event name).
@@ -76,6 +82,11 @@ var (
 //     and the conversation. When the call returns, the message gets back
 //     the context it came with, so outer middlewares see their own.
 //
+// With tracing switched off (a trace/noop TracerProvider) and no hook
+// enabled for the command.handle and query.handle families, only the first
+// and the last step remain: the handling costs the restoring of the
+// conversation and nothing else.
+//
 // The handler's error is returned unchanged and a panic is re-raised
 // unchanged after being recorded, so the processor, the router and its
 // middlewares see what they would see without this package.
@@ -89,6 +100,9 @@ func (i *Instrumentation) OnCommandHandle(next cqrs.CommandProcessorOnHandleFn) 
 		return p.Handler.Handle(ctx, p.Command)
 	}
 	return func(p cqrs.CommandProcessorOnHandleParams) error {
+		if !i.observed(p.Message, commandFamilies) {
+			return handleUnobserved(i, p.Message, p, call)
+		}
 		h := handling{name: p.CommandName, handler: handlerName(p.Handler)}
 		return handle(i, p.Message, h, p, call)
 	}
@@ -113,6 +127,9 @@ func (i *Instrumentation) OnEventHandle(next cqrs.EventProcessorOnHandleFn) cqrs
 		return p.Handler.Handle(ctx, p.Event)
 	}
 	return func(p cqrs.EventProcessorOnHandleParams) error {
+		if !i.observed(p.Message, eventFamilies) {
+			return handleUnobserved(i, p.Message, p, call)
+		}
 		h := handling{name: p.EventName, handler: handlerName(p.Handler), event: true}
 		return handle(i, p.Message, h, p, call)
 	}
@@ -134,6 +151,9 @@ func (i *Instrumentation) OnEventGroupHandle(next cqrs.EventGroupProcessorOnHand
 		return p.Handler.Handle(ctx, p.Event)
 	}
 	return func(p cqrs.EventGroupProcessorOnHandleParams) error {
+		if !i.observed(p.Message, eventFamilies) {
+			return handleUnobserved(i, p.Message, p, call)
+		}
 		h := handling{name: p.EventName, handler: groupHandlerName(p.Handler, p.GroupName), group: p.GroupName, event: true}
 		return handle(i, p.Message, h, p, call)
 	}
@@ -169,6 +189,40 @@ func groupHandlerName(h cqrs.GroupEventHandler, group string) string {
 		}
 	}
 	return bound.String(group, bound.Attribute)
+}
+
+// observed reports whether a handler call of msg is observed beyond the
+// conversation: by a span (a tracer other than the no-op one) or by a hook
+// enabled for one of families.
+func (i *Instrumentation) observed(msg *message.Message, families []string) bool {
+	if i.tracer != nil {
+		return true
+	}
+	if msg == nil {
+		return false
+	}
+	reg := registryFor(i.registry, msg.Context())
+	for _, f := range families {
+		if reg.EnabledPrefix(f) {
+			return true
+		}
+	}
+	return false
+}
+
+// handleUnobserved runs call in the conversation msg carries, when nothing
+// observes the call (see [Instrumentation.observed]): the handler's sends
+// still continue the trace and the conversation, and nothing else is made
+// of the message (its type, kind and handler name are not even read).
+func handleUnobserved[P any](i *Instrumentation, msg *message.Message, p P, call func(context.Context, P) error) error {
+	if msg == nil {
+		return call(context.Background(), p)
+	}
+	orig := msg.Context()
+	defer msg.SetContext(orig) // also when the handler panics; see handle
+	ctx := i.restore(msg)
+	msg.SetContext(ctx)
+	return call(ctx, p)
 }
 
 // handle runs call inside the conversation, the cqrs span and the hook

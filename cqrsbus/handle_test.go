@@ -318,3 +318,89 @@ func TestHandle_hook_panic_does_not_fail_message(t *testing.T) {
 		})
 	}
 }
+
+func TestHandle_unobserved(t *testing.T) {
+	// Tracing off (trace/noop) and no hook enabled: nothing is made of the
+	// handling but the conversation, and the handler's error, a panic and
+	// the message's context come out as they would without this package.
+	boom := errors.New("out of stock")
+	type call func(obs *cqrsbus.Instrumentation, msg *message.Message, fn func(ctx context.Context) error) error
+	processors := []struct {
+		name string
+		call call
+	}{
+		{"command", func(obs *cqrsbus.Instrumentation, msg *message.Message, fn func(context.Context) error) error {
+			h := cqrs.NewCommandHandler("place_order", func(ctx context.Context, _ *PlaceOrder) error { return fn(ctx) })
+			return obs.OnCommandHandle(nil)(cqrs.CommandProcessorOnHandleParams{Handler: h, CommandName: "PlaceOrder", Command: &PlaceOrder{}, Message: msg})
+		}},
+		{"event", func(obs *cqrsbus.Instrumentation, msg *message.Message, fn func(context.Context) error) error {
+			h := cqrs.NewEventHandler("notify", func(ctx context.Context, _ *OrderPlaced) error { return fn(ctx) })
+			return obs.OnEventHandle(nil)(cqrs.EventProcessorOnHandleParams{Handler: h, EventName: "OrderPlaced", Event: &OrderPlaced{}, Message: msg})
+		}},
+		{"event group", func(obs *cqrsbus.Instrumentation, msg *message.Message, fn func(context.Context) error) error {
+			h := cqrs.NewGroupEventHandler(func(ctx context.Context, _ *OrderPlaced) error { return fn(ctx) })
+			return obs.OnEventGroupHandle(nil)(cqrs.EventGroupProcessorOnHandleParams{GroupName: "billing", Handler: h, EventName: "OrderPlaced", Event: &OrderPlaced{}, Message: msg})
+		}},
+	}
+	outcomes := []struct {
+		name      string
+		fn        func() error
+		wantErr   error
+		wantPanic any
+	}{
+		{"success", func() error { return nil }, nil, nil},
+		{"error", func() error { return boom }, boom, nil},
+		{"panic", func() error { panic("kaput") }, nil, "kaput"},
+	}
+	for _, p := range processors {
+		for _, o := range outcomes {
+			t.Run(p.name+"/"+o.name, func(t *testing.T) {
+				obs := cqrsbus.New(cqrsbus.Config{TracerProvider: noop.NewTracerProvider(), Propagator: propagator(), Registry: hooks.NewRegistry()})
+				msg, producer := producedMessage(t, "command", "PlaceOrder")
+				type origKey struct{}
+				orig := context.WithValue(context.Background(), origKey{}, "router")
+				msg.SetContext(orig)
+				var got seen
+				var err error
+				var recovered any
+				func() {
+					defer func() { recovered = recover() }()
+					err = p.call(obs, msg, func(ctx context.Context) error {
+						got.record(ctx, msg)
+						return o.fn()
+					})
+				}()
+				if err != o.wantErr || recovered != o.wantPanic {
+					t.Errorf("err %v panic %v; want err %v panic %v (unchanged)", err, recovered, o.wantErr, o.wantPanic)
+				}
+				if got.calls != 1 || got.correlation != "corr-h" || got.causation != "msg-uuid" {
+					t.Errorf("handler saw %+v; want one call, correlation corr-h, causation msg-uuid", got)
+				}
+				if got.span.SpanID() != producer.SpanID() || got.msgSpan.SpanID() != producer.SpanID() {
+					t.Errorf("handler context span %v, msg.Context() span %v; want the producer's %v", got.span, got.msgSpan, producer)
+				}
+				if msg.Context() != orig {
+					t.Error("after the call msg.Context() must be the context the message came with")
+				}
+			})
+		}
+	}
+
+	// A hook enabled for the family is still run with tracing off.
+	for _, tt := range []struct {
+		processor int
+		op        string
+	}{{0, "command.handle.PlaceOrder"}, {1, "event.dispatch.OrderPlaced"}, {2, "event.handler.OrderPlaced.billing"}} {
+		t.Run(processors[tt.processor].name+"/hook", func(t *testing.T) {
+			reg, ops := newOpRecorder(t)
+			obs := cqrsbus.New(cqrsbus.Config{TracerProvider: noop.NewTracerProvider(), Propagator: propagator(), Registry: reg})
+			msg, _ := producedMessage(t, "command", "PlaceOrder")
+			if err := processors[tt.processor].call(obs, msg, func(context.Context) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if a := ops.attrs(t, tt.op); a["correlation_id"] != "corr-h" {
+				t.Errorf("operation %s attributes %v", tt.op, a)
+			}
+		})
+	}
+}
