@@ -7,11 +7,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"hash"
 	"log/slog"
 	"unicode"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
@@ -247,23 +247,25 @@ func (s *payloadSanitizer) record(ctx context.Context, span trace.Span, payload 
 // valid UTF-8, and whether it was cut.
 func (s *payloadSanitizer) sanitize(payload []byte) (string, bool) {
 	// Validate first, so that an invalid payload never has a prefix copied
-	// out before the error shows up. json.Valid does not allocate.
+	// out before the error shows up, and so that the walk can trust the
+	// syntax. json.Valid does not allocate.
 	if !json.Valid(payload) {
 		return s.literal(payloadNonJSONMarker)
 	}
 	w := payloadWalker{
-		s:   s,
-		dec: json.NewDecoder(bytes.NewReader(payload)),
+		s: s,
+		// A view of the payload, not a copy, so that memory stays bounded
+		// by the output whatever the payload's size. Nothing changes the
+		// payload while the walk runs (the handler has not started), and
+		// no string of the view outlives the walk: what leaves it is copied
+		// into the output.
+		in:  jsonScanner{src: unsafe.String(unsafe.SliceData(payload), len(payload))},
 		out: boundedBuffer{b: make([]byte, 0, min(s.max, 2*len(payload)+16)), limit: s.max},
 	}
-	w.dec.UseNumber()
-	err := w.value("", false, !s.allowlist, 0)
+	full := w.value("", false, !s.allowlist, 0)
 	switch {
-	case errors.Is(err, errPayloadFull):
+	case full:
 		return w.out.truncated(), true
-	case err != nil:
-		// Cannot happen for a valid payload; never show a partial walk.
-		return s.literal(payloadNonJSONMarker)
 	case len(w.out.b) == 0:
 		// A scalar payload under an allowlist: nothing is listed.
 		return s.literal("null")
@@ -277,15 +279,12 @@ func (s *payloadSanitizer) literal(v string) (string, bool) {
 	return b, b != v
 }
 
-// errPayloadFull stops the walk once the output reached its cap.
-var errPayloadFull = errors.New("payload output full")
-
-// payloadWalker streams a JSON payload token by token and writes the
+// payloadWalker walks a JSON payload token by token and writes the
 // sanitized copy, so that memory stays bounded by the output cap and the
 // nesting depth, whatever the payload size.
 type payloadWalker struct {
 	s   *payloadSanitizer
-	dec *json.Decoder
+	in  jsonScanner
 	out boundedBuffer
 	// frames are the containers being walked, outermost first. Under an
 	// allowlist a container is written only once something inside it is
@@ -303,126 +302,73 @@ type payloadFrame struct {
 
 // value walks the next JSON value, named key in its parent object (if
 // hasKey). shown reports whether the value is inside a listed subtree (or no
-// allowlist is set).
-func (w *payloadWalker) value(key string, hasKey, shown bool, depth int) error {
-	tok, err := w.dec.Token()
-	if err != nil {
-		return err
-	}
-	switch t := tok.(type) {
-	case json.Delim:
+// allowlist is set). It reports whether the output reached its cap, which
+// ends the walk.
+func (w *payloadWalker) value(key string, hasKey, shown bool, depth int) (full bool) {
+	switch c := w.in.peek(); c {
+	case '{', '[':
 		if depth >= maxPayloadDepth {
-			if err := w.skip(1); err != nil {
-				return err
-			}
+			w.in.skipValue()
 			if shown {
 				w.scalar(key, hasKey, payloadDepthMarker, true)
 			}
 			break
 		}
-		w.frames = append(w.frames, payloadFrame{key: key, hasKey: hasKey, open: byte(t)})
+		w.in.pos++
+		w.frames = append(w.frames, payloadFrame{key: key, hasKey: hasKey, open: c})
 		if shown || depth == 0 {
 			w.materialize()
 		}
-		for w.dec.More() {
-			if t == '{' {
-				ktok, err := w.dec.Token()
-				if err != nil {
-					return err
-				}
-				k, _ := ktok.(string)
-				err = w.member(k, shown, depth+1)
-				if err != nil {
-					return err
-				}
-			} else if err := w.value("", false, shown, depth+1); err != nil {
-				return err
+		for w.in.more() {
+			if c == '{' {
+				k := w.in.str()
+				w.in.colon()
+				full = w.member(k, shown, depth+1)
+			} else {
+				full = w.value("", false, shown, depth+1)
+			}
+			if full {
+				return true
 			}
 		}
-		if _, err := w.dec.Token(); err != nil { // the closing delimiter
-			return err
-		}
+		w.in.pos++ // the closing delimiter
 		w.pop()
-	case string:
-		if shown {
-			w.scalar(key, hasKey, t, true)
+	case '"':
+		if v := w.in.str(); shown {
+			w.scalar(key, hasKey, v, true)
 		}
-	case json.Number:
-		if shown {
-			w.scalar(key, hasKey, string(t), false)
-		}
-	case bool:
-		if shown {
-			lit := "false"
-			if t {
-				lit = "true"
-			}
-			w.scalar(key, hasKey, lit, false)
-		}
-	case nil:
-		if shown {
-			w.scalar(key, hasKey, "null", false)
+	default: // a number (its text kept), true, false or null
+		if v := w.in.literal(); shown {
+			w.scalar(key, hasKey, v, false)
 		}
 	}
-	if w.out.full {
-		return errPayloadFull
-	}
-	return nil
+	return w.out.full
 }
 
 // member walks the value of the object member k.
-func (w *payloadWalker) member(k string, shown bool, depth int) error {
+func (w *payloadWalker) member(k string, shown bool, depth int) (full bool) {
 	action := w.s.fields[normalizeFieldKey(k)]
 	shown = shown || action&fieldInclude != 0
 	switch {
 	case action&fieldRedact != 0:
-		if err := w.skip(0); err != nil {
-			return err
-		}
+		w.in.skipValue()
 		if shown {
 			w.scalar(k, true, payloadRedactedMarker, true)
 		}
 	case action&fieldHash != 0:
-		var raw json.RawMessage
-		if err := w.dec.Decode(&raw); err != nil {
-			return err
-		}
+		raw := w.in.skipValue()
 		if shown {
 			w.scalar(k, true, w.s.digest(raw), true)
 		}
 	default:
 		return w.value(k, true, shown, depth)
 	}
-	if w.out.full {
-		return errPayloadFull
-	}
-	return nil
-}
-
-// skip reads tokens until open containers are closed; with open == 0 it
-// skips exactly one value. It is iterative, so deep nesting costs no stack.
-func (w *payloadWalker) skip(open int) error {
-	for {
-		tok, err := w.dec.Token()
-		if err != nil {
-			return err
-		}
-		if d, ok := tok.(json.Delim); ok {
-			if d == '{' || d == '[' {
-				open++
-			} else {
-				open--
-			}
-		}
-		if open <= 0 {
-			return nil
-		}
-	}
+	return w.out.full
 }
 
 // digest returns the digest of a JSON value: of the string for a string, of
 // the compact JSON text otherwise.
-func (s *payloadSanitizer) digest(raw json.RawMessage) string {
+func (s *payloadSanitizer) digest(raw string) string {
 	var h hash.Hash
 	prefix := payloadHashPrefix
 	if s.hmacKey != nil {
@@ -430,15 +376,14 @@ func (s *payloadSanitizer) digest(raw json.RawMessage) string {
 	} else {
 		h = sha256.New()
 	}
-	var str string
-	if len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, &str) == nil {
-		h.Write([]byte(str))
+	if raw[0] == '"' {
+		h.Write([]byte(decodeJSONString(raw)))
 	} else {
 		var compact bytes.Buffer
-		if json.Compact(&compact, raw) == nil {
+		if json.Compact(&compact, []byte(raw)) == nil {
 			h.Write(compact.Bytes())
 		} else {
-			h.Write(raw)
+			h.Write([]byte(raw))
 		}
 	}
 	return prefix + hex.EncodeToString(h.Sum(nil))

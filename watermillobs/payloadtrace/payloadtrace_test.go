@@ -232,6 +232,11 @@ func TestPayloadTracing_sanitize(t *testing.T) {
 			want:    `{"b":1,"a":[1,2],"":{},"e":[]}`,
 		},
 		{
+			name:    "escaped keys match as decoded",
+			payload: `{"pass\u0077ord":"p","E\u006dail" : "e","to\"ken":"t","\u00e9":"\u00e9"}`,
+			want:    `{"password":"[REDACTED]","Email":"[REDACTED]","to\"ken":"t","é":"é"}`,
+		},
+		{
 			name:    "duplicate keys are kept",
 			payload: `{"a":1,"a":2}`,
 			want:    `{"a":1,"a":2}`,
@@ -423,6 +428,37 @@ func TestPayloadTracing_nonJSON(t *testing.T) {
 				t.Errorf("raw payload bytes reached the span: %q", text)
 			}
 		})
+	}
+}
+
+func TestAllocs_payload_tracing_per_payload_not_per_token(t *testing.T) {
+	// The walk allocates per payload (the output), never per token: a
+	// payload of 400 members costs the allocations of one of 4.
+	if raceEnabled {
+		t.Skip("the race detector allocates; make test runs this pin without -race")
+	}
+	tp := sdktrace.NewTracerProvider()
+	h := payloadtrace.Tracing{MaxPayloadChars: 1 << 20}.Middleware(func(*message.Message) ([]*message.Message, error) { return nil, nil })
+	allocs := func(items int) float64 {
+		var b strings.Builder
+		b.WriteString(`{"order_id":"o-1","password":"p","items":[`)
+		for i := range items {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(`{"sku":"s-1","qty":2,"price":10.5,"gift":false}`)
+		}
+		b.WriteString(`]}`)
+		msg := message.NewMessage("msg-1", []byte(b.String()))
+		return testing.AllocsPerRun(50, func() {
+			ctx, span := tp.Tracer("test").Start(context.Background(), "process")
+			msg.SetContext(ctx)
+			_, _ = h(msg)
+			span.End()
+		})
+	}
+	if few, many := allocs(1), allocs(100); many != few {
+		t.Errorf("%v allocations per message for 100 items, %v for 1: want the same", many, few)
 	}
 }
 

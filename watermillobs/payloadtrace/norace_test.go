@@ -1,0 +1,5 @@
+//go:build !race
+
+package payloadtrace_test
+
+const raceEnabled = false
