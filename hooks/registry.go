@@ -157,17 +157,19 @@ func (r *Registry) EnabledPrefix(prefix string) bool {
 }
 
 // EnabledPrefixBesides is [Registry.EnabledPrefix] leaving out the hooks
-// registered under name (see [WithName]). A caller that knows those hooks
-// would pass an operation through unchanged, such as a span hook inside a
-// span that already stands for the operation, asks it to skip building the
-// operation when nothing else observes the family.
-func (r *Registry) EnabledPrefixBesides(prefix, name string) bool {
+// for which skip reports true. A caller that knows some hooks would pass
+// an operation through unchanged, such as a span hook inside a span that
+// already stands for the operation, asks it to skip building the operation
+// when nothing else observes the family. skip must be cheap and must not
+// call back into the registry: it runs for every matching hook on every
+// call.
+func (r *Registry) EnabledPrefixBesides(prefix string, skip func(Hook) bool) bool {
 	st := r.state.Load()
 	if len(st.regs) == 0 {
 		return false
 	}
 	for _, g := range st.prefix.lookup(st.regs, prefix, true).regs {
-		if g.name != name && g.enabled.Load() {
+		if g.enabled.Load() && !skip(g.hook) {
 			return true
 		}
 	}

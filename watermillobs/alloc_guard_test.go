@@ -53,27 +53,45 @@ func TestAllocs_readme_setup(t *testing.T) {
 // framework hook profile makes the README setup allocate per message: its
 // span hook covers publisher.publish.* and consumer.consume.*, whose send
 // and process spans already stand for those operations, so the publisher
-// and ConsumeHooks must not build them for it.
+// and ConsumeHooks must not build them for it. The same holds for a span
+// hook registered by hand under a name of the user's.
 func TestAllocs_default_hook_profile(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates; make test runs this pin without -race")
 	}
 	without := readmeAllocs(t, nil).AllocsPerOp()
-	var spanHooks int
-	with := readmeAllocs(t, func(b *testing.B, reg *hooks.Registry) {
-		g, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: reg, TracerProvider: benchTracerProvider(b)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(g.Unregister)
-		spanHooks = len(reg.Registrations())
-	}).AllocsPerOp()
-	t.Logf("README setup on gochannel: %d allocs/msg without the default hook profile, %d with it", without, with)
-	if spanHooks != 1 {
-		t.Fatalf("%d registrations, want the span hook", spanHooks)
+	installs := []struct {
+		name    string
+		install func(b *testing.B, reg *hooks.Registry) *hooks.Registration
+	}{
+		{"InstallFrameworkHooks", func(b *testing.B, reg *hooks.Registry) *hooks.Registration {
+			g, err := watermillobs.InstallFrameworkHooks(watermillobs.FrameworkHooksConfig{Registry: reg, TracerProvider: benchTracerProvider(b)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return g
+		}},
+		{"NewSpanHook by hand", func(b *testing.B, reg *hooks.Registry) *hooks.Registration {
+			return reg.MustRegister(watermillobs.NewSpanHook(watermillobs.WithTracerProvider(benchTracerProvider(b))),
+				hooks.WithName("my.spans"), hooks.WithOperations("consumer.consume.*", "publisher.publish.*"))
+		}},
 	}
-	if with > without {
-		t.Errorf("the default hook profile adds %d allocs/msg to the README setup; its span hook has nothing to do inside the send and process spans", with-without)
+	for _, in := range installs {
+		t.Run(in.name, func(t *testing.T) {
+			var spanHooks int
+			with := readmeAllocs(t, func(b *testing.B, reg *hooks.Registry) {
+				g := in.install(b, reg)
+				b.Cleanup(g.Unregister)
+				spanHooks = len(reg.Registrations())
+			}).AllocsPerOp()
+			t.Logf("README setup on gochannel: %d allocs/msg without the span hook, %d with it", without, with)
+			if spanHooks != 1 {
+				t.Fatalf("%d registrations, want the span hook", spanHooks)
+			}
+			if with > without {
+				t.Errorf("the span hook adds %d allocs/msg to the README setup; it has nothing to do inside the send and process spans", with-without)
+			}
+		})
 	}
 }
 

@@ -40,9 +40,9 @@ func localSpan(ctx context.Context) (trace.SpanID, bool) {
 }
 
 // observedBesidesSpanHook reports whether an operation of the family prefix,
-// run in ctx, would be observed by more than the framework span hook. When
-// a local span is active, withCoverage will mark the operation covered and
-// the span hook would pass it through, so the caller need not build it
+// run in ctx, would be observed by more than span hooks ([NewSpanHook]).
+// When a local span is active, withCoverage will mark the operation covered
+// and a span hook would pass it through, so the caller need not build it
 // unless another hook is enabled for the family.
 func observedBesidesSpanHook(ctx context.Context, reg *hooks.Registry, prefix string) bool {
 	if !reg.EnabledPrefix(prefix) {
@@ -51,7 +51,14 @@ func observedBesidesSpanHook(ctx context.Context, reg *hooks.Registry, prefix st
 	if _, ok := localSpan(ctx); !ok {
 		return true
 	}
-	return reg.EnabledPrefixBesides(prefix, FrameworkHookName)
+	return reg.EnabledPrefixBesides(prefix, isSpanHook)
+}
+
+// isSpanHook reports whether h is a span hook of [NewSpanHook], which
+// passes covered operations through.
+func isSpanHook(h hooks.Hook) bool {
+	_, ok := h.(*spanHook)
+	return ok
 }
 
 // covered reports whether a transport span already covers op in ctx.

@@ -47,10 +47,7 @@ var DefaultFrameworkTraceOperations = []string{
 }
 
 // FrameworkHookName is the name under which [InstallFrameworkHooks]
-// registers its span hook (see [hooks.Registration.Name]). [ConsumeHooks]
-// and [Publisher] skip building their operation when a hook of this name is
-// the only one enabled for it and their own span covers it, so register no
-// other hook under this name.
+// registers its span hook (see [hooks.Registration.Name]).
 const FrameworkHookName = "watermillobs.span"
 
 // FrameworkHooksConfig configures [InstallFrameworkHooks]. The zero value

@@ -73,7 +73,10 @@ var (
 //
 // The operations that [Publisher] and [ConsumeHooks] run inside their own
 // send or process span (publisher.publish.*, consumer.consume.*) get no
-// span of their own: the transport span already stands for that hop.
+// span of their own: the transport span already stands for that hop. When
+// span hooks are the only enabled hooks for such an operation, Publisher
+// and ConsumeHooks do not even build it. Register the returned hook as it
+// is to keep that: wrapped in a hook of yours, it is one that observes.
 //
 // Attributes are converted only for spans that are recording: a span
 // dropped by the sampler costs no conversion. The price is that samplers see
