@@ -92,8 +92,8 @@ func TestRedisClusterWithoutRedisServerFailsLoudly(t *testing.T) {
 // TestRedisClusterReplicasFailOver: a cluster of three masters with a
 // replica each, on append-only files: every replica in sync at the start,
 // a master killed and its replica promoted with the writes it
-// acknowledged, the killed node started again and back as a replica in
-// sync.
+// acknowledged (WAIT), the killed node started again and back as a replica
+// in sync.
 func TestRedisClusterReplicasFailOver(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -135,6 +135,18 @@ func TestRedisClusterReplicasFailOver(t *testing.T) {
 	}
 	if killed == nil {
 		t.Fatalf("no node at %s", victim.Options().Addr)
+	}
+	// Replication is asynchronous: a replica takes over with what it has
+	// received, and the SETs above were acknowledged by the master alone.
+	// A write and WAIT on one connection to the victim make its replica
+	// acknowledge every key set above (the replication stream is ordered).
+	conn := victim.Conn()
+	defer conn.Close()
+	if err := conn.Set(ctx, "{a}synced", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := conn.Wait(ctx, 1, 10*time.Second).Result(); err != nil || n < 1 {
+		t.Fatalf("WAIT on %s: %d replicas acknowledged the writes, %v", victim.Options().Addr, n, err)
 	}
 	promoted, err := c.FailOver(ctx, killed)
 	if err != nil {
