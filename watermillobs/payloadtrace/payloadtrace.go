@@ -356,9 +356,15 @@ func (w *payloadWalker) member(k string, shown bool, depth int) (full bool) {
 			w.scalar(k, true, payloadRedactedMarker, true)
 		}
 	case action&fieldHash != 0:
-		raw := w.in.skipValue()
+		// A string's value is hashed, else the value's compact JSON text.
+		var text string
+		if w.in.peek() == '"' {
+			text = w.in.str()
+		} else {
+			text = compactJSON(w.in.skipValue())
+		}
 		if shown {
-			w.scalar(k, true, w.s.digest(raw), true)
+			w.scalar(k, true, w.s.digest(text), true)
 		}
 	default:
 		return w.value(k, true, shown, depth)
@@ -366,9 +372,9 @@ func (w *payloadWalker) member(k string, shown bool, depth int) (full bool) {
 	return w.out.full
 }
 
-// digest returns the digest of a JSON value: of the string for a string, of
-// the compact JSON text otherwise.
-func (s *payloadSanitizer) digest(raw string) string {
+// digest returns the digest of text: a string's value, or the compact JSON
+// text of another value.
+func (s *payloadSanitizer) digest(text string) string {
 	var h hash.Hash
 	prefix := payloadHashPrefix
 	if s.hmacKey != nil {
@@ -376,17 +382,17 @@ func (s *payloadSanitizer) digest(raw string) string {
 	} else {
 		h = sha256.New()
 	}
-	if raw[0] == '"' {
-		h.Write([]byte(decodeJSONString(raw)))
-	} else {
-		var compact bytes.Buffer
-		if json.Compact(&compact, []byte(raw)) == nil {
-			h.Write(compact.Bytes())
-		} else {
-			h.Write([]byte(raw))
-		}
-	}
+	h.Write([]byte(text))
 	return prefix + hex.EncodeToString(h.Sum(nil))
+}
+
+// compactJSON returns the compact text of a valid JSON value.
+func compactJSON(raw string) string {
+	var b bytes.Buffer
+	if json.Compact(&b, []byte(raw)) != nil {
+		return raw
+	}
+	return b.String()
 }
 
 // materialize writes the pending containers, now that something inside

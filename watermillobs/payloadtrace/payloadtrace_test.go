@@ -134,6 +134,12 @@ func TestPayloadTracing_sanitize(t *testing.T) {
 			want:    `{"customer_id":"sha256:8fb7893be928286e8d0617fa09ec51245e34b241ab02c9ad75356bf303a45053","n":1}`,
 		},
 		{
+			name:    "hash of an escaped string is the SHA-256 of its value",
+			p:       payloadtrace.Tracing{HashFields: []string{"customer_id"}},
+			payload: `{"customer_id" : "c\u002d42","n":1}`,
+			want:    `{"customer_id":"sha256:8fb7893be928286e8d0617fa09ec51245e34b241ab02c9ad75356bf303a45053","n":1}`,
+		},
+		{
 			name:    "hash of a number is the SHA-256 of its text",
 			p:       payloadtrace.Tracing{HashFields: []string{"customer_id"}},
 			payload: `{"customer_id":42}`,

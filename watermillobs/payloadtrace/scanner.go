@@ -2,7 +2,6 @@ package payloadtrace
 
 import (
 	"encoding/json"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -89,8 +88,9 @@ func (s *jsonScanner) literal() string {
 // skipValue skips the next value and returns its text. It is iterative,
 // so deep nesting costs no stack.
 func (s *jsonScanner) skipValue() string {
+	c := s.peek()
 	start := s.pos
-	switch s.peek() {
+	switch c {
 	case '"':
 		s.rawStr()
 	case '{', '[':
@@ -112,8 +112,7 @@ func (s *jsonScanner) skipValue() string {
 	default:
 		s.literal()
 	}
-	// start may be on space before the value: leave it out.
-	return strings.TrimLeft(s.src[start:s.pos], " \t\n\r")
+	return s.src[start:s.pos]
 }
 
 // decodeJSONString decodes a valid JSON string token the way encoding/json
