@@ -23,7 +23,7 @@ import (
 // instrumented with the promobs backend, logging to io.Discard, spans
 // recorded and dropped. The count covers every goroutine of the process:
 // the publisher's, the router's and the SDK's.
-const readmeAllocsPerMessage = 121
+const readmeAllocsPerMessage = 73
 
 // TestAllocs_readme_setup fails when a change makes the README setup
 // allocate more per message than BENCHMARKS.md records. It runs without

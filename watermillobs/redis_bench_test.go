@@ -9,9 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -82,11 +84,11 @@ type benchTelemetry struct {
 	reg     *hooks.Registry
 }
 
-func newBenchTelemetry(b *testing.B) *benchTelemetry {
+func newBenchTelemetry(b *testing.B, metrics ...promobs.Option) *benchTelemetry {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
 		sdktrace.WithBatcher(tracetest.NewNoopExporter()))
 	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	m, err := promobs.New(prometheus.NewRegistry())
+	m, err := promobs.New(prometheus.NewRegistry(), metrics...)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -137,7 +139,9 @@ type redisVariant struct {
 	// uninstrumented producer that follows the contract would.
 	byHand bool
 	// floor installs the hand-written floor of readme (floorTelemetry).
-	floor     bool
+	floor bool
+	// metrics are the options of the variant's promobs.Metrics.
+	metrics   []promobs.Option
 	router    func(b *testing.B, t *benchTelemetry, r *message.Router)
 	publisher func(t *benchTelemetry, pub message.Publisher) message.Publisher
 }
@@ -176,6 +180,10 @@ var redisVariants = []redisVariant{
 		t.readme(b, r, &payloadtrace.Tracing{IncludeFields: []string{"order_id", "amount"}})
 	}, publisher: readmePublisher},
 	{name: "readme_floor", floor: true},
+	// The README setup as it was before exemplars were gated: one on every
+	// observation of a sampled span.
+	{name: "readme_every_exemplar", router: readmeRouter, publisher: readmePublisher,
+		metrics: []promobs.Option{promobs.WithExemplarInterval(-1)}},
 	// The scaling table: the same stream and group, more consumers.
 	{name: "bare_consumers_2", consumers: 2},
 	{name: "bare_consumers_4", consumers: 4},
@@ -208,7 +216,7 @@ func readmePublisher(t *benchTelemetry, pub message.Publisher) message.Publisher
 func newRedisBench(b *testing.B, v redisVariant) *redisBench {
 	_, prefix := testsvc.RedisPrefix(b)
 	rb := &redisBench{
-		tel:     newBenchTelemetry(b),
+		tel:     newBenchTelemetry(b, v.metrics...),
 		topic:   prefix + "orders",
 		payload: []byte(`{"order_id":"o-1","amount":42}`),
 	}
@@ -484,7 +492,7 @@ func BenchmarkRedisConsumerProcess(b *testing.B) {
 			os.Exit(1) // the parent is gone
 		}
 	}
-	tel := newBenchTelemetry(b)
+	tel := newBenchTelemetry(b, v.metrics...)
 	r := testsvc.NewRouter(b)
 	if v.router != nil {
 		v.router(b, tel, r)
@@ -532,14 +540,53 @@ func BenchmarkRedisStream(b *testing.B) {
 // times the Publish call; the consumer extracts the trace context, starts a
 // child span with the attributes, writes one JSON log record with
 // Logging's fields, and observes the same six series as promobs, with
-// trace-ID exemplars, from children bound once. The distance of readme to
-// it is what this module's own machinery costs.
+// trace-ID exemplars at most one a series (a bucket) per
+// promobs.DefaultExemplarInterval, from children bound once. The distance
+// of readme to it is what this module's own machinery costs.
 type floorTelemetry struct {
 	tracer                    trace.Tracer
 	log                       slog.Handler
-	published, consumed, msgs prometheus.Counter
-	publishTime, handleTime   prometheus.Observer
-	queueTime                 prometheus.Observer
+	published, consumed, msgs floorCounter
+	publishTime, handleTime   floorHistogram
+	queueTime                 floorHistogram
+}
+
+// floorGate holds, per slot (a counter has one, a histogram one per
+// bucket), the time of the last exemplar.
+type floorGate []atomic.Int64
+
+func (g floorGate) open(slot int, now time.Time) bool {
+	t, prev := now.UnixNano(), g[slot].Load()
+	if prev != 0 && t >= prev && t-prev < int64(promobs.DefaultExemplarInterval) {
+		return false
+	}
+	return g[slot].CompareAndSwap(prev, t)
+}
+
+type floorCounter struct {
+	c    prometheus.Counter
+	gate floorGate
+}
+
+func (c floorCounter) add(ctx context.Context, v float64, now time.Time) {
+	if c.gate.open(0, now) {
+		c.c.(prometheus.ExemplarAdder).AddWithExemplar(v, floorExemplar(ctx))
+		return
+	}
+	c.c.Add(v)
+}
+
+type floorHistogram struct {
+	o    prometheus.Observer
+	gate floorGate
+}
+
+func (h floorHistogram) observe(ctx context.Context, v float64, now time.Time) {
+	if h.gate.open(sort.SearchFloat64s(prometheus.DefBuckets, v), now) {
+		h.o.(prometheus.ExemplarObserver).ObserveWithExemplar(v, floorExemplar(ctx))
+		return
+	}
+	h.o.Observe(v)
 }
 
 func newFloorTelemetry(t *benchTelemetry, topic string) *floorTelemetry {
@@ -554,15 +601,19 @@ func newFloorTelemetry(t *benchTelemetry, topic string) *floorTelemetry {
 		reg.MustRegister(v)
 		return v
 	}
+	gated := func(c prometheus.Counter) floorCounter { return floorCounter{c, make(floorGate, 1)} }
+	gatedH := func(o prometheus.Observer) floorHistogram {
+		return floorHistogram{o, make(floorGate, len(prometheus.DefBuckets)+1)}
+	}
 	return &floorTelemetry{
 		tracer:      t.tp.Tracer("floor"),
 		log:         t.logger.Handler(),
-		published:   counter("published_total", "topic", "outcome").WithLabelValues(topic, "success"),
-		publishTime: histogram("publish_seconds", "topic").WithLabelValues(topic),
-		consumed:    counter("consumed_total", "topic", "handler", "outcome").WithLabelValues(topic, "bench_handler_0", "success"),
-		msgs:        counter("message_total", "kind", "message_type", "outcome").WithLabelValues("event", "OrderPlaced", "success"),
-		handleTime:  histogram("message_seconds", "kind", "message_type", "outcome").WithLabelValues("event", "OrderPlaced", "success"),
-		queueTime:   histogram("queue_seconds", "topic").WithLabelValues(topic),
+		published:   gated(counter("published_total", "topic", "outcome").WithLabelValues(topic, "success")),
+		publishTime: gatedH(histogram("publish_seconds", "topic").WithLabelValues(topic)),
+		consumed:    gated(counter("consumed_total", "topic", "handler", "outcome").WithLabelValues(topic, "bench_handler_0", "success")),
+		msgs:        gated(counter("message_total", "kind", "message_type", "outcome").WithLabelValues("event", "OrderPlaced", "success")),
+		handleTime:  gatedH(histogram("message_seconds", "kind", "message_type", "outcome").WithLabelValues("event", "OrderPlaced", "success")),
+		queueTime:   gatedH(histogram("queue_seconds", "topic").WithLabelValues(topic)),
 	}
 }
 
@@ -602,9 +653,9 @@ func (p floorPublisher) Publish(topic string, msgs ...*message.Message) error {
 	for _, span := range spans {
 		span.End()
 	}
-	ctx := msgs[0].Context()
-	p.tel.published.(prometheus.ExemplarAdder).AddWithExemplar(float64(len(msgs)), floorExemplar(ctx))
-	p.tel.publishTime.(prometheus.ExemplarObserver).ObserveWithExemplar(time.Since(start).Seconds(), floorExemplar(ctx))
+	ctx, now := msgs[0].Context(), time.Now()
+	p.tel.published.add(ctx, float64(len(msgs)), now)
+	p.tel.publishTime.observe(ctx, now.Sub(start).Seconds(), now)
 	return err
 }
 
@@ -648,12 +699,12 @@ func (tel *floorTelemetry) middleware(h message.HandlerFunc) message.HandlerFunc
 		)
 		_ = tel.log.Handle(ctx, r)
 
-		ex := floorExemplar(ctx)
-		tel.msgs.(prometheus.ExemplarAdder).AddWithExemplar(1, ex)
-		tel.handleTime.(prometheus.ExemplarObserver).ObserveWithExemplar(d.Seconds(), ex)
-		tel.consumed.(prometheus.ExemplarAdder).AddWithExemplar(1, ex)
+		now := start.Add(d)
+		tel.msgs.add(ctx, 1, now)
+		tel.handleTime.observe(ctx, d.Seconds(), now)
+		tel.consumed.add(ctx, 1, now)
 		if at, err := time.Parse(time.RFC3339Nano, msg.Metadata.Get(contract.PublishedAtKey)); err == nil {
-			tel.queueTime.(prometheus.ExemplarObserver).ObserveWithExemplar(start.Sub(at).Seconds(), ex)
+			tel.queueTime.observe(ctx, start.Sub(at).Seconds(), now)
 		}
 		return out, err
 	}

@@ -160,12 +160,17 @@
 //
 // # Exemplars
 //
-// When the message's context holds a sampled span, every observation
-// carries an exemplar with the span's trace_id, so that Grafana links a
-// latency spike to a trace. The tracing middleware of watermillobs puts the
-// consumer span into the message's context; install promobs inside it, as
-// watermillobs.Instrument does. Prometheus stores exemplars only when it
-// scrapes the OpenMetrics format: serve the registry with
+// When the message's context holds a sampled span, observations carry an
+// exemplar with the span's trace_id, so that Grafana links a latency spike
+// to a trace. A series takes a new exemplar at most once per
+// [DefaultExemplarInterval] (100 ms; [WithExemplarInterval] changes it),
+// each bucket of a histogram on its own: Prometheus keeps only the
+// exemplar present at a scrape, so a busy series shows the same as with an
+// exemplar on every observation, and a rare slow bucket still gets one. The
+// tracing middleware of watermillobs puts the consumer span into the
+// message's context; install promobs inside it, as watermillobs.Instrument
+// does. Prometheus stores exemplars only when it scrapes the OpenMetrics
+// format: serve the registry with
 // promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}) and
 // run Prometheus with --enable-feature=exemplar-storage.
 //
@@ -195,9 +200,9 @@
 //
 // Instruments are resolved when a label combination is first seen and
 // cached, so a message costs a few map lookups under read locks, a few
-// atomic additions and one small allocation. Observations with exemplars,
-// for sampled spans only, cost some 30 allocations more inside client_golang;
-// keep trace sampling in proportion.
+// atomic additions and one small allocation. An exemplar costs some seven
+// allocations inside client_golang; the exemplar interval keeps that to a
+// few a second per series instead of one per sampled message.
 //
 // # A complete program
 //

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log"
 	"strings"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/watermillobs/promobs"
 )
@@ -98,4 +100,44 @@ func printSeries(g prometheus.Gatherer, names ...string) {
 			}
 		}
 	}
+}
+
+// Exemplars are thinned out per series: with an interval of a minute, two
+// sampled messages published a moment apart leave the first one's trace ID
+// on the counter, which still counts both.
+func ExampleWithExemplarInterval() {
+	reg := prometheus.NewRegistry()
+	metrics, err := promobs.New(reg, promobs.WithExemplarInterval(time.Minute))
+	if err != nil {
+		log.Fatal(err)
+	}
+	pub := metrics.DecoratePublisher(gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{}))
+
+	for _, id := range []string{"4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c"} {
+		tid, _ := trace.TraceIDFromHex(id)
+		span := trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID:    tid,
+			SpanID:     trace.SpanID{1},
+			TraceFlags: trace.FlagsSampled,
+		})
+		msg := message.NewMessage(watermill.NewUUID(), nil)
+		msg.SetContext(trace.ContextWithSpanContext(context.Background(), span))
+		if err := pub.Publish("orders", msg); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	mfs, err := reg.Gather()
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "watermill_messages_published_total" {
+			c := mf.GetMetric()[0].GetCounter()
+			ex := c.GetExemplar().GetLabel()[0]
+			fmt.Printf("%v messages, exemplar %s=%s\n", c.GetValue(), ex.GetName(), ex.GetValue())
+		}
+	}
+	// Output:
+	// 2 messages, exemplar trace_id=4bf92f3577b34da6a3ce929d0e0e4736
 }

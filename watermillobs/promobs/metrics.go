@@ -15,7 +15,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cqrs-ddd/watermill-observability/internal/bound"
 	"github.com/cqrs-ddd/watermill-observability/internal/panics"
@@ -117,6 +116,11 @@ type collector struct {
 	queued    *cache[string, histogram]
 	published *cache[publishedKey, publishedSeries]
 
+	// exemplars gates the series' exemplars; buckets and queueBuckets are
+	// the histograms' buckets, which the gates go by.
+	exemplars             exemplarRule
+	buckets, queueBuckets []float64
+
 	// panics counts recovered panics, to thin out their log records.
 	panics atomic.Uint64
 }
@@ -192,6 +196,10 @@ func newCollector(cfg *config) (*collector, error) {
 		consumed:  newCache[consumedKey, consumedSeries](),
 		queued:    newCache[string, histogram](),
 		published: newCache[publishedKey, publishedSeries](),
+
+		exemplars:    exemplarRuleOf(cfg.exemplarInterval),
+		buckets:      cfg.buckets,
+		queueBuckets: cfg.timeInQueueBuckets,
 	}, nil
 }
 
@@ -278,8 +286,8 @@ func (c *collector) handledSeries(kind, typ, outcome string) *handledSeries {
 		return s
 	}
 	return c.handled.store(k, &handledSeries{
-		duration: newHistogram(c.handledDuration.WithLabelValues(k.kind, k.typ, k.outcome)),
-		total:    newCounter(c.handledTotal.WithLabelValues(k.kind, k.typ, k.outcome)),
+		duration: c.exemplars.histogram(c.handledDuration.WithLabelValues(k.kind, k.typ, k.outcome), c.buckets),
+		total:    c.exemplars.counter(c.handledTotal.WithLabelValues(k.kind, k.typ, k.outcome)),
 	})
 }
 
@@ -293,7 +301,7 @@ func (c *collector) consumedSeries(topic, handler, outcome string) *consumedSeri
 		return s
 	}
 	return c.consumed.store(k, &consumedSeries{
-		total: newCounter(c.consumedTotal.WithLabelValues(k.topic, k.handler, k.outcome)),
+		total: c.exemplars.counter(c.consumedTotal.WithLabelValues(k.topic, k.handler, k.outcome)),
 	})
 }
 
@@ -307,7 +315,7 @@ func (c *collector) queueSeries(topic string) *histogram {
 	if s := c.queued.load(topic); s != nil {
 		return s
 	}
-	h := newHistogram(c.timeInQueue.WithLabelValues(topic))
+	h := c.exemplars.histogram(c.timeInQueue.WithLabelValues(topic), c.queueBuckets)
 	return c.queued.store(topic, &h)
 }
 
@@ -321,57 +329,9 @@ func (c *collector) publishedSeries(topic, outcome string) *publishedSeries {
 		return s
 	}
 	return c.published.store(k, &publishedSeries{
-		total:    newCounter(c.publishedTotal.WithLabelValues(k.topic, k.outcome)),
-		duration: newHistogram(c.publishDuration.WithLabelValues(k.topic)),
+		total:    c.exemplars.counter(c.publishedTotal.WithLabelValues(k.topic, k.outcome)),
+		duration: c.exemplars.histogram(c.publishDuration.WithLabelValues(k.topic), c.buckets),
 	})
-}
-
-// counter and histogram keep a child together with its exemplar interface,
-// asserted once.
-type counter struct {
-	c  prometheus.Counter
-	ex prometheus.ExemplarAdder
-}
-
-func newCounter(c prometheus.Counter) counter {
-	ex, _ := c.(prometheus.ExemplarAdder)
-	return counter{c: c, ex: ex}
-}
-
-func (c counter) add(v float64, exemplar prometheus.Labels) {
-	if exemplar != nil && c.ex != nil {
-		c.ex.AddWithExemplar(v, exemplar)
-		return
-	}
-	c.c.Add(v)
-}
-
-type histogram struct {
-	o  prometheus.Observer
-	ex prometheus.ExemplarObserver
-}
-
-func newHistogram(o prometheus.Observer) histogram {
-	ex, _ := o.(prometheus.ExemplarObserver)
-	return histogram{o: o, ex: ex}
-}
-
-func (h histogram) observe(v float64, exemplar prometheus.Labels) {
-	if exemplar != nil && h.ex != nil {
-		h.ex.ObserveWithExemplar(v, exemplar)
-		return
-	}
-	h.o.Observe(v)
-}
-
-// exemplarLabels returns the exemplar of observations made for ctx: the
-// trace ID of its span if that span is sampled, else nil (no exemplar).
-func exemplarLabels(ctx context.Context) prometheus.Labels {
-	sc := trace.SpanContextFromContext(ctx)
-	if !sc.IsSampled() || !sc.HasTraceID() {
-		return nil
-	}
-	return prometheus.Labels{"trace_id": sc.TraceID().String()}
 }
 
 func outcome(failed bool) string {

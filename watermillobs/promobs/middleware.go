@@ -107,15 +107,15 @@ func (m *Metrics) observeHandled(ctx context.Context, msg *message.Message, star
 		m.observeHook()
 	}
 	now := m.now()
-	exemplar := exemplarLabels(ctx)
+	ex := exemplarOf(ctx, now)
 	result := outcome(failed)
 
 	hs := m.c.handledSeries(contract.MessageKind(msg), labelValue(contract.MessageType(msg)), result)
-	hs.duration.observe(now.Sub(start).Seconds(), exemplar)
-	hs.total.add(1, exemplar)
+	hs.duration.observe(now.Sub(start).Seconds(), &ex)
+	hs.total.add(1, &ex)
 
 	topic := m.topicLabel(message.SubscribeTopicFromCtx(ctx), msg)
-	m.c.consumedSeries(topic, labelValue(message.HandlerNameFromCtx(ctx)), result).total.add(1, exemplar)
+	m.c.consumedSeries(topic, labelValue(message.HandlerNameFromCtx(ctx)), result).total.add(1, &ex)
 	if !first {
 		return
 	}
@@ -123,7 +123,7 @@ func (m *Metrics) observeHandled(ctx context.Context, msg *message.Message, star
 	// future says nothing about the queue, so it is skipped.
 	if at, ok := contract.PublishedAt(msg); ok {
 		if d := start.Sub(at); d >= 0 {
-			m.c.queueSeries(topic).observe(d.Seconds(), exemplar)
+			m.c.queueSeries(topic).observe(d.Seconds(), &ex)
 		}
 	}
 }

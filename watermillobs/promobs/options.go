@@ -35,6 +35,7 @@ type config struct {
 	buckets            []float64
 	timeInQueueBuckets []float64
 	constLabels        prometheus.Labels
+	exemplarInterval   time.Duration
 	logger             *slog.Logger
 	template           contract.TopicTemplateFunc
 	// maxSagaTypes concerns the saga metrics only; zero means
@@ -95,10 +96,10 @@ type Option interface{ apply(*config) }
 type SagaOption interface{ applySaga(*config) }
 
 // A SharedOption configures the message, the saga and the projection
-// metrics alike (namespace, const labels, buckets, logger). Options that
-// concern only one of them are an Option, a SagaOption or a
-// ProjectionOption, so that no constructor can be given a setting it would
-// ignore.
+// metrics alike (namespace, const labels, buckets, exemplar interval,
+// logger). Options that concern only one of them are an Option, a
+// SagaOption or a ProjectionOption, so that no constructor can be given a
+// setting it would ignore.
 type SharedOption interface {
 	Option
 	SagaOption
@@ -184,6 +185,26 @@ func WithConstLabels(labels prometheus.Labels) SharedOption {
 			c.constLabels = make(prometheus.Labels, len(labels))
 		}
 		maps.Copy(c.constLabels, labels)
+	})
+}
+
+// WithExemplarInterval sets how often, at most, one series takes a new
+// exemplar: a counter once per d, a histogram once per d in each bucket.
+// Prometheus keeps only the exemplar present at a scrape, so an interval
+// well under the scrape interval shows the same exemplars as attaching one
+// to every observation, without building one per message; per bucket, a
+// rare slow observation always gets its exemplar. A negative d attaches
+// an exemplar to every observation of a sampled span. Zero is ignored. If
+// not set, [DefaultExemplarInterval] is used.
+//
+// Like buckets, the interval belongs to the collectors: when they are
+// already registered, the interval of the first registration stays in
+// effect.
+func WithExemplarInterval(d time.Duration) SharedOption {
+	return optionFunc(func(c *config) {
+		if d != 0 {
+			c.exemplarInterval = d
+		}
 	})
 }
 

@@ -53,6 +53,12 @@ type OutboxMetricsConfig struct {
 	// outbox_time_in_outbox_seconds. If not set,
 	// [DefaultTimeInQueueBuckets] is used.
 	TimeInOutboxBuckets []float64
+	// ExemplarInterval is how often, at most, a series (a bucket of a
+	// histogram) takes a new exemplar, as [WithExemplarInterval] sets it
+	// for the message metrics. A negative interval attaches an exemplar to
+	// every observation of a sampled span. If not set,
+	// [DefaultExemplarInterval] is used.
+	ExemplarInterval time.Duration
 	// Logger reports panics recovered while observing. If not set,
 	// slog.Default is used.
 	Logger *slog.Logger
@@ -145,7 +151,7 @@ func (m *OutboxMetrics) observe(ctx context.Context, op hooks.Operation, d time.
 		}
 	}()
 	out := outcome(err != nil)
-	exemplar := exemplarLabels(ctx)
+	ex := exemplarOf(ctx, time.Now())
 	switch {
 	case op.Name == outboxOpSave:
 		n, ok := intAttr(op, outboxAttrEventCount)
@@ -155,14 +161,14 @@ func (m *OutboxMetrics) observe(ctx context.Context, op hooks.Operation, d time.
 		m.c.saved.WithLabelValues(m.topic(op), out).Add(float64(n))
 	case strings.HasPrefix(op.Name, outboxOpForwardPrefix):
 		topic := m.topic(op)
-		newCounter(m.c.forwarded.WithLabelValues(topic, out)).add(1, exemplar)
-		newHistogram(m.c.forwardDuration.WithLabelValues(topic)).observe(d.Seconds(), exemplar)
+		m.c.forwardedSeries(topic, out).add(1, &ex)
+		m.c.forwardDurationSeries(topic).observe(d.Seconds(), &ex)
 		if v, ok := op.Attr(outboxAttrTimeInOutbox); ok && err == nil && v.Kind() == slog.KindDuration && v.Duration() >= 0 {
-			newHistogram(m.c.timeInOutbox.WithLabelValues(topic)).observe(v.Duration().Seconds(), exemplar)
+			m.c.timeInOutboxSeries(topic).observe(v.Duration().Seconds(), &ex)
 		}
 	case op.Name == outboxOpBatch:
 		m.c.batches.WithLabelValues(out).Inc()
-		newHistogram(m.c.batchDuration).observe(d.Seconds(), exemplar)
+		m.c.batchTimes.observe(d.Seconds(), &ex)
 		if n, ok := intAttr(op, outboxAttrBatchSize); ok {
 			m.c.batchSize.Observe(float64(n))
 		}
@@ -172,7 +178,7 @@ func (m *OutboxMetrics) observe(ctx context.Context, op hooks.Operation, d time.
 		m.c.deadLetters.WithLabelValues(out).Inc()
 	case op.Name == outboxOpBuffered:
 		m.c.buffered.WithLabelValues(out).Inc()
-		newHistogram(m.c.bufferedDuration).observe(d.Seconds(), exemplar)
+		m.c.bufferTimes.observe(d.Seconds(), &ex)
 	}
 }
 
@@ -196,6 +202,40 @@ type outboxCollector struct {
 	batchDuration, bufferedDuration prometheus.Histogram
 	internalErrors                  prometheus.Counter
 	topics                          *labelSet
+
+	// The per-topic series, resolved once; keys hold capped label values.
+	exemplars               exemplarRule
+	durations, inOutbox     []float64
+	forwards                *cache[[2]string, counter] // topic, outcome
+	forwardTimes, waitTimes *cache[string, histogram]
+	batchTimes, bufferTimes histogram // of batchDuration, bufferedDuration
+}
+
+func (c *outboxCollector) forwardedSeries(topic, outcome string) *counter {
+	k := [2]string{topic, outcome}
+	if s := c.forwards.load(k); s != nil {
+		return s
+	}
+	ctr := c.exemplars.counter(c.forwarded.WithLabelValues(topic, outcome))
+	return c.forwards.store(k, &ctr)
+}
+
+func (c *outboxCollector) forwardDurationSeries(topic string) *histogram {
+	if s := c.forwardTimes.load(topic); s != nil {
+		return s
+	}
+	h := c.exemplars.histogram(c.forwardDuration.WithLabelValues(topic), c.durations)
+	return c.forwardTimes.store(topic, &h)
+}
+
+// timeInOutboxSeries is created only for topics whose forwards report a
+// time in the outbox, so that other topics export no empty histograms.
+func (c *outboxCollector) timeInOutboxSeries(topic string) *histogram {
+	if s := c.waitTimes.load(topic); s != nil {
+		return s
+	}
+	h := c.exemplars.histogram(c.timeInOutbox.WithLabelValues(topic), c.inOutbox)
+	return c.waitTimes.store(topic, &h)
 }
 
 func newOutboxCollector(cfg OutboxMetricsConfig) (*outboxCollector, error) {
@@ -221,37 +261,47 @@ func newOutboxCollector(cfg OutboxMetricsConfig) (*outboxCollector, error) {
 	if maxTopics <= 0 {
 		maxTopics = DefaultMaxTopics
 	}
-	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+	counterVec := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help, ConstLabels: cl}, labels)
 	}
-	histogram := func(name, help string, buckets []float64) prometheus.Histogram {
+	plainHistogram := func(name, help string, buckets []float64) prometheus.Histogram {
 		return prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: name, Help: help, ConstLabels: cl, Buckets: buckets})
 	}
-	return &outboxCollector{
-		saved: counter("outbox_messages_saved_total",
+	c := &outboxCollector{
+		saved: counterVec("outbox_messages_saved_total",
 			"Messages inserted into the outbox by transactional publishers, by destination topic and outcome of the insert; a transaction rolled back later still counts.", "topic", "outcome"),
-		forwarded: counter("outbox_messages_forwarded_total",
+		forwarded: counterVec("outbox_messages_forwarded_total",
 			"Attempts to publish a saved message to the broker, by destination topic and outcome.", "topic", "outcome"),
 		forwardDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "outbox_forward_duration_seconds",
 			Help: "Duration of publishing one saved message to the broker, by destination topic.", ConstLabels: cl, Buckets: durations}, []string{"topic"}),
 		timeInOutbox: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "outbox_time_in_outbox_seconds",
 			Help: "Time from saving a message in the outbox to its successful forward, by destination topic.", ConstLabels: cl, Buckets: inOutbox}, []string{"topic"}),
-		batches: counter("outbox_batches_total",
+		batches: counterVec("outbox_batches_total",
 			"Forwarder batches (the rows read in one SQL transaction), by outcome: error when the batch ended before all its messages were forwarded.", "outcome"),
-		batchSize:     histogram("outbox_batch_messages", "Rows read per forwarder batch.", DefaultOutboxBatchBuckets),
-		batchDuration: histogram("outbox_batch_duration_seconds", "Duration of forwarder batches, from the first message to the end of the transaction.", durations),
-		retries: counter("outbox_retries_total",
+		batchSize:     plainHistogram("outbox_batch_messages", "Rows read per forwarder batch.", DefaultOutboxBatchBuckets),
+		batchDuration: plainHistogram("outbox_batch_duration_seconds", "Duration of forwarder batches, from the first message to the end of the transaction.", durations),
+		retries: counterVec("outbox_retries_total",
 			"New attempts to forward a message whose forward failed, by outcome.", "outcome"),
-		deadLetters: counter("outbox_dead_letters_total",
+		deadLetters: counterVec("outbox_dead_letters_total",
 			"Outbox rows that could not be decoded and were moved to the dead-letter table, by outcome of the move.", "outcome"),
-		buffered: counter("outbox_buffered_publishes_total",
+		buffered: counterVec("outbox_buffered_publishes_total",
 			"Publish calls of buffered outbox publishers, by outcome of their group commit.", "outcome"),
-		bufferedDuration: histogram("outbox_buffered_publish_duration_seconds",
+		bufferedDuration: plainHistogram("outbox_buffered_publish_duration_seconds",
 			"Duration of buffered outbox Publish calls, from enqueueing to the end of their group commit.", durations),
 		internalErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "promobs_outbox_internal_errors_total",
 			Help: "Panics recovered inside promobs while observing outbox operations.", ConstLabels: cl}),
 		topics: newLabelSet(maxTopics),
-	}, nil
+
+		exemplars:    exemplarRuleOf(cfg.ExemplarInterval),
+		durations:    durations,
+		inOutbox:     inOutbox,
+		forwards:     newCache[[2]string, counter](),
+		forwardTimes: newCache[string, histogram](),
+		waitTimes:    newCache[string, histogram](),
+	}
+	c.batchTimes = c.exemplars.histogram(c.batchDuration, durations)
+	c.bufferTimes = c.exemplars.histogram(c.bufferedDuration, durations)
+	return c, nil
 }
 
 func (c *outboxCollector) collectors() []prometheus.Collector {

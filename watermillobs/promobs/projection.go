@@ -67,10 +67,10 @@ func ProjectionOperations() []string {
 // come from [NewProjectionCollector].
 //
 // Its options are [WithNamespace], [WithConstLabels], [WithBuckets]
-// (process, batch and sink write durations), [WithMaxProjections],
-// [WithMaxPartitions] and [WithLogger]. If reg already holds the
-// projection metrics, from an earlier NewProjectionHook with the same
-// namespace and const labels, the hook counts into them.
+// (process, batch and sink write durations), [WithExemplarInterval],
+// [WithMaxProjections], [WithMaxPartitions] and [WithLogger]. If reg
+// already holds the projection metrics, from an earlier NewProjectionHook
+// with the same namespace and const labels, the hook counts into them.
 //
 // The hook returns the operation's error unchanged and never fails an
 // operation: a panic in its own code is recovered, logged and counted, and
@@ -113,6 +113,9 @@ type projectionMetrics struct {
 	durations *cache[projDurationKey, histogram]
 	perPart   *cache[projPartitionKey, projPartitionSeries]
 	simple    *cache[projReasonKey, counter]
+
+	exemplars exemplarRule
+	buckets   []float64
 }
 
 type (
@@ -165,6 +168,8 @@ func newProjectionMetrics(cfg *projectionConfig) (*projectionMetrics, error) {
 		durations:  newCache[projDurationKey, histogram](),
 		perPart:    newCache[projPartitionKey, projPartitionSeries](),
 		simple:     newCache[projReasonKey, counter](),
+		exemplars:  exemplarRuleOf(cfg.exemplarInterval),
+		buckets:    cfg.buckets,
 	}, nil
 }
 
@@ -191,8 +196,8 @@ func (m *projectionMetrics) outcomeSeries(k projOutcomeKey) *projOutcomeSeries {
 		return s
 	}
 	return m.outcomes.store(k, &projOutcomeSeries{
-		processed:   newCounter(m.processed.WithLabelValues(k.projection, k.outcome)),
-		checkpoints: newCounter(m.checkpoints.WithLabelValues(k.projection, k.outcome)),
+		processed:   m.exemplars.counter(m.processed.WithLabelValues(k.projection, k.outcome)),
+		checkpoints: m.exemplars.counter(m.checkpoints.WithLabelValues(k.projection, k.outcome)),
 	})
 }
 
@@ -208,7 +213,7 @@ func (m *projectionMetrics) duration(which string, projection string) *histogram
 	case "sink":
 		vec = m.sink
 	}
-	h := newHistogram(vec.WithLabelValues(projection))
+	h := m.exemplars.histogram(vec.WithLabelValues(projection), m.buckets)
 	return m.durations.store(k, &h)
 }
 
@@ -217,8 +222,8 @@ func (m *projectionMetrics) partitionSeries(k projPartitionKey) *projPartitionSe
 		return s
 	}
 	return m.perPart.store(k, &projPartitionSeries{
-		gaps:    newCounter(m.gaps.WithLabelValues(k.projection, k.partition)),
-		skipped: newCounter(m.skipped.WithLabelValues(k.projection, k.partition)),
+		gaps:    m.exemplars.counter(m.gaps.WithLabelValues(k.projection, k.partition)),
+		skipped: m.exemplars.counter(m.skipped.WithLabelValues(k.projection, k.partition)),
 	})
 }
 
@@ -230,9 +235,9 @@ func (m *projectionMetrics) reasonSeries(k projReasonKey) *counter {
 	}
 	var c counter
 	if k.reason == "" {
-		c = newCounter(m.deadLetters.WithLabelValues(k.projection))
+		c = m.exemplars.counter(m.deadLetters.WithLabelValues(k.projection))
 	} else {
-		c = newCounter(m.stops.WithLabelValues(k.projection, k.reason))
+		c = m.exemplars.counter(m.stops.WithLabelValues(k.projection, k.reason))
 	}
 	return m.simple.store(k, &c)
 }
@@ -298,19 +303,19 @@ func (h *projectionHook) observe(ctx context.Context, op hooks.Operation, which,
 		h.observeHook()
 	}
 	projection := h.projectionLabel(op, prefix)
-	exemplar := exemplarLabels(ctx)
+	ex := exemplarOf(ctx, h.now())
 	switch which {
 	case "checkpoint":
-		h.m.outcomeSeries(projOutcomeKey{projection: projection, outcome: outcome(err != nil)}).checkpoints.add(1, exemplar)
+		h.m.outcomeSeries(projOutcomeKey{projection: projection, outcome: outcome(err != nil)}).checkpoints.add(1, &ex)
 		return
 	case "process":
 		n := int64(1)
 		if size, ok := intAttr(op, attrProjBatchSize); ok && size > 0 {
 			n = size
 		}
-		h.m.outcomeSeries(projOutcomeKey{projection: projection, outcome: outcome(err != nil)}).processed.add(float64(n), exemplar)
+		h.m.outcomeSeries(projOutcomeKey{projection: projection, outcome: outcome(err != nil)}).processed.add(float64(n), &ex)
 	}
-	h.m.duration(which, projection).observe(d.Seconds(), exemplar)
+	h.m.duration(which, projection).observe(d.Seconds(), &ex)
 }
 
 // observeNotice counts gaps, dead letters and stops.

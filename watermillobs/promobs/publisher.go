@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // PublisherDecorator returns a decorator for
@@ -70,7 +69,8 @@ func (p *publisher) Close() error {
 }
 
 func (m *Metrics) observePublish(topic string, msgs []*message.Message, start time.Time, failed bool) {
-	var exemplar prometheus.Labels
+	now := m.now()
+	var ex exemplar
 	var first *message.Message
 	ctx := context.Background()
 	for _, msg := range msgs {
@@ -80,7 +80,7 @@ func (m *Metrics) observePublish(topic string, msgs []*message.Message, start ti
 		if first == nil {
 			first = msg
 		}
-		if exemplar = exemplarLabels(msg.Context()); exemplar != nil {
+		if ex = exemplarOf(msg.Context(), now); ex.carried() {
 			ctx = msg.Context()
 			break
 		}
@@ -90,6 +90,6 @@ func (m *Metrics) observePublish(topic string, msgs []*message.Message, start ti
 		m.observeHook()
 	}
 	s := m.c.publishedSeries(m.topicLabel(topic, first), outcome(failed))
-	s.duration.observe(m.now().Sub(start).Seconds(), exemplar)
-	s.total.add(float64(len(msgs)), exemplar)
+	s.duration.observe(now.Sub(start).Seconds(), &ex)
+	s.total.add(float64(len(msgs)), &ex)
 }

@@ -91,10 +91,11 @@ func SagaOperations() []string {
 // histograms carry the span's trace ID as exemplar.
 //
 // Its options are [WithNamespace], [WithConstLabels], [WithBuckets] (step
-// duration and lock wait), [WithMaxSagaTypes] and [WithLogger]. If reg
-// already holds the saga metrics, from an earlier NewSagaHook with the same
-// namespace and const labels, the hook counts into them, and the buckets
-// and caps of the first registration stay in effect.
+// duration and lock wait), [WithExemplarInterval], [WithMaxSagaTypes] and
+// [WithLogger]. If reg already holds the saga metrics, from an earlier
+// NewSagaHook with the same namespace and const labels, the hook counts
+// into them, and the buckets and caps of the first registration stay in
+// effect.
 //
 // The hook returns the operation's error unchanged and never fails an
 // operation: a panic in its own code is recovered, logged and counted
@@ -137,6 +138,9 @@ type sagaMetrics struct {
 	finishes *cache[finishKey, counter]
 	locks    *cache[lockKey, histogram]
 	recovers *cache[recoveryKey, counter]
+
+	exemplars exemplarRule
+	buckets   []float64
 }
 
 // Series caches, keyed by capped label values.
@@ -187,6 +191,8 @@ func newSagaMetrics(cfg *config) (*sagaMetrics, error) {
 		finishes:  newCache[finishKey, counter](),
 		locks:     newCache[lockKey, histogram](),
 		recovers:  newCache[recoveryKey, counter](),
+		exemplars: exemplarRuleOf(cfg.exemplarInterval),
+		buckets:   cfg.buckets,
 	}, nil
 }
 
@@ -220,9 +226,9 @@ func (c *sagaMetrics) typeSeries(typ string) *sagaTypeSeries {
 		return s
 	}
 	return c.perType.store(typ, &sagaTypeSeries{
-		started:   newCounter(c.started.WithLabelValues(typ)),
-		conflicts: newCounter(c.conflicts.WithLabelValues(typ)),
-		dropped:   newCounter(c.dropped.WithLabelValues(typ)),
+		started:   c.exemplars.counter(c.started.WithLabelValues(typ)),
+		conflicts: c.exemplars.counter(c.conflicts.WithLabelValues(typ)),
+		dropped:   c.exemplars.counter(c.dropped.WithLabelValues(typ)),
 	})
 }
 
@@ -230,7 +236,7 @@ func (c *sagaMetrics) stepSeries(k stepKey) *histogram {
 	if s := c.steps.load(k); s != nil {
 		return s
 	}
-	h := newHistogram(c.step.WithLabelValues(k.typ, k.trigger, k.outcome))
+	h := c.exemplars.histogram(c.step.WithLabelValues(k.typ, k.trigger, k.outcome), c.buckets)
 	return c.steps.store(k, &h)
 }
 
@@ -238,7 +244,7 @@ func (c *sagaMetrics) finishSeries(k finishKey) *counter {
 	if s := c.finishes.load(k); s != nil {
 		return s
 	}
-	ctr := newCounter(c.finished.WithLabelValues(k.typ, k.outcome))
+	ctr := c.exemplars.counter(c.finished.WithLabelValues(k.typ, k.outcome))
 	return c.finishes.store(k, &ctr)
 }
 
@@ -246,7 +252,7 @@ func (c *sagaMetrics) lockSeries(k lockKey) *histogram {
 	if s := c.locks.load(k); s != nil {
 		return s
 	}
-	h := newHistogram(c.lockWait.WithLabelValues(k.resource, k.outcome))
+	h := c.exemplars.histogram(c.lockWait.WithLabelValues(k.resource, k.outcome), c.buckets)
 	return c.locks.store(k, &h)
 }
 
@@ -254,7 +260,7 @@ func (c *sagaMetrics) recoverySeries(k recoveryKey) *counter {
 	if s := c.recovers.load(k); s != nil {
 		return s
 	}
-	ctr := newCounter(c.recovery.WithLabelValues(k.typ, k.action, k.outcome))
+	ctr := c.exemplars.counter(c.recovery.WithLabelValues(k.typ, k.action, k.outcome))
 	return c.recovers.store(k, &ctr)
 }
 
@@ -309,16 +315,16 @@ func (h *sagaHook) observeStep(ctx context.Context, op hooks.Operation, d time.D
 		outcome = sagaOutcomeLabel(stringAttr(op, attrSagaOutcome))
 	}
 	k := stepKey{typ: typ, trigger: triggerLabel(stringAttr(op, attrSagaTrigger)), outcome: outcome}
-	exemplar := exemplarLabels(ctx)
-	h.m.stepSeries(k).observe(d.Seconds(), exemplar)
+	ex := exemplarOf(ctx, h.now())
+	h.m.stepSeries(k).observe(d.Seconds(), &ex)
 	if err != nil {
 		return
 	}
 	if step, ok := intAttr(op, attrSagaStep); ok && step == 1 {
-		ts.started.add(1, exemplar)
+		ts.started.add(1, &ex)
 	}
 	if finalOutcome(outcome) {
-		h.m.finishSeries(finishKey{typ: k.typ, outcome: outcome}).add(1, exemplar)
+		h.m.finishSeries(finishKey{typ: k.typ, outcome: outcome}).add(1, &ex)
 	}
 }
 
@@ -336,7 +342,8 @@ func (h *sagaHook) observeLock(ctx context.Context, op hooks.Operation, d time.D
 		outcome = lockFailed
 	}
 	k := lockKey{resource: h.m.resources.value(labelValue(resource)), outcome: outcome}
-	h.m.lockSeries(k).observe(d.Seconds(), exemplarLabels(ctx))
+	ex := exemplarOf(ctx, h.now())
+	h.m.lockSeries(k).observe(d.Seconds(), &ex)
 }
 
 // observeNotice counts the notifications saga.version_conflict and
@@ -364,7 +371,8 @@ func (h *sagaHook) observeRecovery(ctx context.Context, op hooks.Operation, err 
 		action = recoveryTimeout
 	}
 	k := recoveryKey{typ: h.m.typeLabel(stringAttr(op, attrSagaType)), action: action, outcome: outcome(err != nil)}
-	h.m.recoverySeries(k).add(1, exemplarLabels(ctx))
+	ex := exemplarOf(ctx, h.now())
+	h.m.recoverySeries(k).add(1, &ex)
 }
 
 // recoverPanic stops a panic of the hook's own observation code, so that a
