@@ -119,12 +119,12 @@ bench:
 BENCH_REDIS_ROUNDS ?= 15
 BENCH_REDIS_N ?= 3000x
 REDIS_VARIANTS ?= bare bare_contract_by_hand correlation tracing logging promobs consume_hooks publisher \
-	readme readme_default_hooks readme_payload readme_floor \
+	readme readme_default_hooks readme_payload readme_floor readme_every_exemplar \
 	bare_consumers_2 readme_consumers_2 bare_consumers_4 readme_consumers_4 \
 	bare_processes_1 readme_processes_1 bare_processes_2 readme_processes_2 bare_processes_4 readme_processes_4
 CQRS_REDIS_VARIANTS ?= ./cqrsbus:BenchmarkRedisCommand/plain ./cqrsbus:BenchmarkRedisCommand/plain_making_contract \
 	./cqrsbus:BenchmarkRedisCommand/full
-REDIS_PAIRS ?= all readme/readme_floor readme_consumers_2/bare_consumers_2 readme_consumers_4/bare_consumers_4 \
+REDIS_PAIRS ?= all readme/readme_floor readme/readme_every_exemplar readme_consumers_2/bare_consumers_2 readme_consumers_4/bare_consumers_4 \
 	readme_processes_1/bare_processes_1 readme_processes_2/bare_processes_2 readme_processes_4/bare_processes_4 \
 	bare_processes_2/bare_processes_1 bare_processes_4/bare_processes_1 \
 	readme_processes_2/readme_processes_1 readme_processes_4/readme_processes_1

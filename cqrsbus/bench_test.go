@@ -70,6 +70,10 @@ func benchmarkCommands(b *testing.B, redis bool, modes ...string) {
 			ctx := context.Background()
 			cmd := &PlaceOrder{OrderID: "42"}
 			b.ReportAllocs()
+			var cpu *testsvc.CPUMeter
+			if redis {
+				cpu = testsvc.StartCPU(b)
+			}
 			b.ResetTimer()
 			// Commands are sent in windows of benchWindow and each window is
 			// awaited, so that the measure is the work per command rather
@@ -88,6 +92,9 @@ func benchmarkCommands(b *testing.B, redis bool, modes ...string) {
 			}
 			for range sent {
 				<-done
+			}
+			if cpu != nil {
+				cpu.Report(b.N)
 			}
 		})
 	}

@@ -123,19 +123,27 @@ awk -v labels="${labels[*]}" -v bases="${bases[*]}" -v ratios="${RATIOS:-}" -v t
 			if ($(f + 1) == "ns/op") t[v, n[v]] = $f
 			if ($(f + 1) == "B/op") b[v] = $f
 			if ($(f + 1) == "allocs/op") a[v] = $f
+			if ($(f + 1) == "go-cpu-ns/msg") { gc[v, n[v]] = $f; cpu = 1 }
+			if ($(f + 1) == "redis-cpu-ns/msg") rc[v, n[v]] = $f
 		}
 	}
-	function median(v,   i, j, x, m, s) {
+	function median(v) { return medianOf(t, v) }
+	function medianOf(arr, v,   i, j, x, m, s) {
 		m = n[v]
-		for (i = 1; i <= m; i++) s[i] = t[v, i]
+		for (i = 1; i <= m; i++) s[i] = arr[v, i]
 		for (i = 2; i <= m; i++) { x = s[i]; for (j = i - 1; j >= 1 && s[j] > x; j--) s[j + 1] = s[j]; s[j + 1] = x }
 		return m % 2 ? s[(m + 1) / 2] : (s[m / 2] + s[m / 2 + 1]) / 2
 	}
 	END {
-		printf "%-" w "s %12s %12s %10s %10s\n", "variant", "median ns/op", "overhead ns", "B/op", "allocs/op"
+		# Benchmarks that report the CPU time per message (the Redis
+		# harness) get its medians: of the Go process, and of the Redis
+		# server, in µs.
+		cols = cpu ? sprintf(" %11s %11s", "go cpu us", "redis cpu us") : ""
+		printf "%-" w "s %12s %12s %10s %10s%s\n", "variant", "median ns/op", "overhead ns", "B/op", "allocs/op", cols
 		for (i = 1; i <= k; i++) {
 			v = order[i]; med[v] = median(v)
-			printf "%-" w "s %12.0f %12.0f %10s %10s\n", v, med[v], med[v] - med[gb[v]], b[v], a[v]
+			cols = cpu ? sprintf(" %11.1f %11.1f", medianOf(gc, v) / 1000, medianOf(rc, v) / 1000) : ""
+			printf "%-" w "s %12.0f %12.0f %10s %10s%s\n", v, med[v], med[v] - med[gb[v]], b[v], a[v], cols
 		}
 		m = split(ratios, rs, " ")
 		for (i = 1; i <= m; i++) {

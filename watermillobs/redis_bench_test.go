@@ -522,12 +522,15 @@ func BenchmarkRedisStream(b *testing.B) {
 			rb.warmUp(b)
 			runtime.GC()
 			b.ReportAllocs()
+			cpu := testsvc.StartCPU(b)
 			b.ResetTimer()
 			start := time.Now()
 			rb.publish(b, b.N)
 			elapsed := time.Since(start)
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+			// For *_processes_N, this process is the producer only.
+			cpu.Report(b.N)
 		})
 	}
 }
