@@ -278,6 +278,11 @@ var routerVariants = []routerVariant{
 		b.Cleanup(g.Unregister)
 		return readmeSetup(b, r, append(readmeBenchOptions(b), watermillobs.WithHookRegistry(reg)))
 	}},
+	// The README setup as it was before exemplars were gated: one on every
+	// observation of a sampled span.
+	{name: "readme_every_exemplar", producer: func(b *testing.B, r *message.Router) func(message.Publisher) message.Publisher {
+		return readmeSetup(b, r, readmeBenchOptions(b), promobs.WithExemplarInterval(-1))
+	}},
 	// The README setup written by hand with nothing of this module: the
 	// floor of the Redis harness (floorTelemetry) on gochannel.
 	{name: "readme_floor", producer: func(b *testing.B, r *message.Router) func(message.Publisher) message.Publisher {
@@ -291,10 +296,10 @@ var routerVariants = []routerVariant{
 	}},
 }
 
-// readmeSetup installs the README setup on r with opts and returns the
-// decorator of its publisher.
-func readmeSetup(b *testing.B, r *message.Router, opts []watermillobs.Option) func(message.Publisher) message.Publisher {
-	m, err := promobs.New(prometheus.NewRegistry())
+// readmeSetup installs the README setup on r with opts (and metrics for
+// promobs) and returns the decorator of its publisher.
+func readmeSetup(b *testing.B, r *message.Router, opts []watermillobs.Option, metrics ...promobs.Option) func(message.Publisher) message.Publisher {
+	m, err := promobs.New(prometheus.NewRegistry(), metrics...)
 	if err != nil {
 		b.Fatal(err)
 	}
