@@ -634,16 +634,19 @@ func (p floorPublisher) Publish(topic string, msgs ...*message.Message) error {
 	start := time.Now()
 	spans := make([]trace.Span, len(msgs))
 	for i, msg := range msgs {
-		ctx, span := p.tel.tracer.Start(msg.Context(), "send "+topic, trace.WithSpanKind(trace.SpanKindProducer))
+		// As NewPublisher, the attributes known before the send are start
+		// options, so that samplers see them.
+		ctx, span := p.tel.tracer.Start(msg.Context(), "send "+topic, trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(
+				attribute.String("messaging.system", "redis"),
+				attribute.String("messaging.destination.name", topic),
+				attribute.String("messaging.operation.name", "send"),
+				attribute.String("messaging.operation.type", "send"),
+				attribute.String("messaging.message.id", msg.UUID),
+				attribute.Int("messaging.message.body.size", len(msg.Payload)),
+			))
 		cid := hooks.NewCorrelationID()
-		span.SetAttributes(
-			attribute.String("messaging.system", "redis"),
-			attribute.String("messaging.destination.name", topic),
-			attribute.String("messaging.operation.name", "send"),
-			attribute.String("messaging.operation.type", "send"),
-			attribute.String("messaging.message.id", msg.UUID),
-			attribute.String("messaging.message.conversation_id", cid),
-		)
+		span.SetAttributes(attribute.String("messaging.message.conversation_id", cid))
 		w3c.Inject(ctx, propagation.MapCarrier(msg.Metadata))
 		msg.Metadata[contract.CorrelationIDKey] = cid
 		msg.Metadata[contract.NameKey] = "OrderPlaced"
