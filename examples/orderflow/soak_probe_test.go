@@ -53,7 +53,7 @@ func (s workerState) String() string {
 	var parts []string
 	for _, n := range names {
 		p := s.procs[n]
-		parts = append(parts, fmt.Sprintf("%s: %d goroutines, %d fds, %d sockets (%d to Redis, %d others), rss %.1f MB, heap %.1f MB",
+		parts = append(parts, fmt.Sprintf("%s: %d goroutines, %d fds, %d sockets (%d to Redis, %d others), rss %.1f MiB, heap %.1f MiB",
 			n, p.goroutines, p.fds, p.sockets, p.redisConns, p.otherSockets, mb(p.rss), mb(p.heap)))
 	}
 	return s.label + ": " + strings.Join(parts, "; ")

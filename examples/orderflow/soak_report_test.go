@@ -189,7 +189,7 @@ func (s soakSummary) String() string {
 		for _, f := range w.figs {
 			unit := func(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) }
 			if f.name == "rss" || f.name == "heap" {
-				unit = func(v float64) string { return fmt.Sprintf("%.1f MB", v/(1<<20)) }
+				unit = func(v float64) string { return fmt.Sprintf("%.1f MiB", v/(1<<20)) }
 			}
 			fmt.Fprintf(&b, "%-9s %-11s %10s %10s %+7.1f%% %10s %10s\n", w.name, f.name, unit(f.first), unit(f.last), 100*f.change(), unit(f.lo), unit(f.hi))
 		}
@@ -200,13 +200,13 @@ func (s soakSummary) String() string {
 		for _, a := range s.apis {
 			rss, heap, gr = append(rss, mb(a.rss)), append(heap, mb(a.heap)), append(gr, float64(a.goroutines))
 		}
-		fmt.Fprintf(&b, "\n%d api runs, each one's peak: RSS %s MB, heap %s MB, goroutines %s (first, last; min-max)\n",
+		fmt.Fprintf(&b, "\n%d api runs, each one's peak: RSS %s MiB, heap %s MiB, goroutines %s (first, last; min-max)\n",
 			len(s.apis), spread(rss, "%.1f"), spread(heap, "%.1f"), spread(gr, "%.0f"))
 		fmt.Fprintf(&b, "PostgreSQL backends of the api runs: at most %d\n", s.pgMax)
 	}
 	if len(s.redis) > 0 {
 		first, last := s.redis[0], s.redis[len(s.redis)-1]
-		fmt.Fprintf(&b, "redis-server (it keeps every stream entry and saga of the run): RSS %.1f MB at the start, %.1f MB at the end; %d clients at the end\n",
+		fmt.Fprintf(&b, "redis-server (it keeps every stream entry and saga of the run): RSS %.1f MiB at the start, %.1f MiB at the end; %d clients at the end\n",
 			mb(first.rss), mb(last.rss), last.serverClients)
 	}
 	b.WriteString("\n" + s.charts)
@@ -229,8 +229,8 @@ func soakCharts(samples []soakSample, workers []string, d time.Duration) string 
 		f       func(soakSample) float64
 		minStep float64
 	}{
-		{"RSS (MB)", func(x soakSample) float64 { return mb(x.rss) }, 0},
-		{"heap, go_memstats_heap_alloc_bytes (MB)", func(x soakSample) float64 { return mb(x.heap) }, 0},
+		{"RSS (MiB)", func(x soakSample) float64 { return mb(x.rss) }, 0},
+		{"heap, go_memstats_heap_alloc_bytes (MiB)", func(x soakSample) float64 { return mb(x.heap) }, 0},
 		{"goroutines", func(x soakSample) float64 { return float64(x.goroutines) }, 1},
 	} {
 		var series []chartSeries
@@ -385,12 +385,12 @@ func TestSoakFigures(t *testing.T) {
 	if len(fails) != 1 || !strings.HasPrefix(fails[0], "worker 2: rss moved +") {
 		t.Errorf("flatness failures %q, want worker 2's RSS only", fails)
 	}
-	// worker 2 over 10-30 min: the median of 10-12 min is ~47 MB, of
-	// 28-30 min ~59 MB.
+	// worker 2 over 10-30 min: the median of 10-12 min is ~47 MiB, of
+	// 28-30 min ~59 MiB.
 	if f := s.workers[1].fig("rss"); f.change() < 0.2 || f.change() > 0.3 {
 		t.Errorf("worker 2's RSS change %.3f, want about 0.25", f.change())
 	}
-	if !strings.Contains(s.String(), "RSS (MB)  [1 worker 1, 2 worker 2]") {
+	if !strings.Contains(s.String(), "RSS (MiB)  [1 worker 1, 2 worker 2]") {
 		t.Errorf("no RSS chart in:\n%s", s)
 	}
 	if lo, hi := s.workers[0].fig("goroutines").lo, s.workers[0].fig("goroutines").hi; lo != 60 || hi != 61 {

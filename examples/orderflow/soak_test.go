@@ -313,7 +313,7 @@ func (r *soakRun) sampleRound() {
 	var parts []string
 	for _, s := range round {
 		if strings.HasPrefix(s.proc, "worker") {
-			parts = append(parts, fmt.Sprintf("%s rss %.1fMB heap %.1fMB gr %d fds %d redis %d", s.proc, mb(s.rss), mb(s.heap), s.goroutines, s.fds, s.redisConns))
+			parts = append(parts, fmt.Sprintf("%s rss %.1fMiB heap %.1fMiB gr %d fds %d redis %d", s.proc, mb(s.rss), mb(s.heap), s.goroutines, s.fds, s.redisConns))
 		}
 	}
 	r.t.Logf("soak %5s %-6s %d processes: %s", at.Round(time.Second), phase, len(round), strings.Join(parts, "; "))
