@@ -3,6 +3,7 @@ package promobs_test
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -199,5 +200,36 @@ func TestOutboxMetrics_ExemplarInterval(t *testing.T) {
 				t.Errorf("forwarded = %v, want 2", got)
 			}
 		})
+	}
+}
+
+// Goroutines racing for the same gates count every message, and the
+// series end with an exemplar of one of them (run with -race).
+func TestExemplarInterval_concurrent(t *testing.T) {
+	t.Parallel()
+	const goroutines, each = 8, 200
+	m, reg := newMetrics(t, promobs.WithExemplarInterval(time.Microsecond))
+	h := m.HandlerMiddleware()(noop)
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			pub := m.DecoratePublisher(&fakePublisher{}) // the fake is not safe for concurrent use
+			for range each {
+				ctx, _ := tracedContext(byte(1 + g))
+				msg := newMessage("name", "OrderPlaced")
+				msg.SetContext(ctx)
+				_, _ = h(msg)
+				_ = pub.Publish("orders", msg)
+			}
+		})
+	}
+	wg.Wait()
+	for _, name := range []string{"cqrs_message_total", "watermill_messages_published_total"} {
+		if got := value(t, reg, name); got != goroutines*each {
+			t.Errorf("%s = %v, want %d", name, got, goroutines*each)
+		}
+		if got := counterExemplar(t, reg, name); len(got) != 32 {
+			t.Errorf("%s exemplar trace_id = %q, want one of the messages' trace IDs", name, got)
+		}
 	}
 }
