@@ -138,11 +138,13 @@ func (m *OutboxMetrics) Register(r *hooks.Registry) (*hooks.Registration, error)
 func (m *OutboxMetrics) Around(ctx context.Context, op hooks.Operation, next hooks.Next) error {
 	start := time.Now()
 	err := next(ctx)
-	m.observe(ctx, op, time.Since(start), err)
+	m.observe(ctx, op, start, time.Now(), err)
 	return err
 }
 
-func (m *OutboxMetrics) observe(ctx context.Context, op hooks.Operation, d time.Duration, err error) {
+// observe observes an operation that ran from start to end; end is also
+// the time of its exemplar.
+func (m *OutboxMetrics) observe(ctx context.Context, op hooks.Operation, start, end time.Time, err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			m.c.internalErrors.Inc()
@@ -150,8 +152,8 @@ func (m *OutboxMetrics) observe(ctx context.Context, op hooks.Operation, d time.
 				slog.String("operation", op.Name))
 		}
 	}()
-	out := outcome(err != nil)
-	ex := exemplarOf(ctx, time.Now())
+	d, out := end.Sub(start), outcome(err != nil)
+	ex := exemplarOf(ctx, end)
 	switch {
 	case op.Name == outboxOpSave:
 		n, ok := intAttr(op, outboxAttrEventCount)

@@ -275,7 +275,7 @@ func (h *projectionHook) Around(ctx context.Context, op hooks.Operation, next ho
 	}
 	start := h.now()
 	err := next(ctx)
-	h.observe(ctx, op, which, prefix, h.now().Sub(start), err)
+	h.observe(ctx, op, which, prefix, start, h.now(), err)
 	return err
 }
 
@@ -297,13 +297,16 @@ func (h *projectionHook) partitionLabel(op hooks.Operation) string {
 	return h.m.partitions.value(strconv.FormatInt(i, 10))
 }
 
-func (h *projectionHook) observe(ctx context.Context, op hooks.Operation, which, prefix string, d time.Duration, err error) {
+// observe observes an operation that ran from start to end; end is also
+// the time of its exemplar.
+func (h *projectionHook) observe(ctx context.Context, op hooks.Operation, which, prefix string, start, end time.Time, err error) {
 	defer h.recoverPanic(ctx, op)
 	if h.observeHook != nil {
 		h.observeHook()
 	}
 	projection := h.projectionLabel(op, prefix)
-	ex := exemplarOf(ctx, h.now())
+	d := end.Sub(start)
+	ex := exemplarOf(ctx, end)
 	switch which {
 	case "checkpoint":
 		h.m.outcomeSeries(projOutcomeKey{projection: projection, outcome: outcome(err != nil)}).checkpoints.add(1, &ex)

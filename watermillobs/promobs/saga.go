@@ -280,12 +280,12 @@ func (h *sagaHook) Around(ctx context.Context, op hooks.Operation, next hooks.Ne
 	case strings.HasPrefix(name, sagaRunPrefix):
 		start := h.now()
 		err := next(ctx)
-		h.observeStep(ctx, op, h.now().Sub(start), err)
+		h.observeStep(ctx, op, start, h.now(), err)
 		return err
 	case strings.HasPrefix(name, lockAcquirePrefix):
 		start := h.now()
 		err := next(ctx)
-		h.observeLock(ctx, op, h.now().Sub(start), err)
+		h.observeLock(ctx, op, start, h.now(), err)
 		return err
 	case name == opVersionConflict, name == opTimeoutDropped:
 		err := next(ctx)
@@ -299,7 +299,9 @@ func (h *sagaHook) Around(ctx context.Context, op hooks.Operation, next hooks.Ne
 	return next(ctx)
 }
 
-func (h *sagaHook) observeStep(ctx context.Context, op hooks.Operation, d time.Duration, err error) {
+// observeStep observes a step that ran from start to end; end is also the
+// time of its exemplar.
+func (h *sagaHook) observeStep(ctx context.Context, op hooks.Operation, start, end time.Time, err error) {
 	defer h.recoverPanic(ctx, op)
 	if h.observeHook != nil {
 		h.observeHook()
@@ -315,8 +317,8 @@ func (h *sagaHook) observeStep(ctx context.Context, op hooks.Operation, d time.D
 		outcome = sagaOutcomeLabel(stringAttr(op, attrSagaOutcome))
 	}
 	k := stepKey{typ: typ, trigger: triggerLabel(stringAttr(op, attrSagaTrigger)), outcome: outcome}
-	ex := exemplarOf(ctx, h.now())
-	h.m.stepSeries(k).observe(d.Seconds(), &ex)
+	ex := exemplarOf(ctx, end)
+	h.m.stepSeries(k).observe(end.Sub(start).Seconds(), &ex)
 	if err != nil {
 		return
 	}
@@ -328,7 +330,7 @@ func (h *sagaHook) observeStep(ctx context.Context, op hooks.Operation, d time.D
 	}
 }
 
-func (h *sagaHook) observeLock(ctx context.Context, op hooks.Operation, d time.Duration, err error) {
+func (h *sagaHook) observeLock(ctx context.Context, op hooks.Operation, start, end time.Time, err error) {
 	defer h.recoverPanic(ctx, op)
 	if h.observeHook != nil {
 		h.observeHook()
@@ -342,8 +344,8 @@ func (h *sagaHook) observeLock(ctx context.Context, op hooks.Operation, d time.D
 		outcome = lockFailed
 	}
 	k := lockKey{resource: h.m.resources.value(labelValue(resource)), outcome: outcome}
-	ex := exemplarOf(ctx, h.now())
-	h.m.lockSeries(k).observe(d.Seconds(), &ex)
+	ex := exemplarOf(ctx, end)
+	h.m.lockSeries(k).observe(end.Sub(start).Seconds(), &ex)
 }
 
 // observeNotice counts the notifications saga.version_conflict and
